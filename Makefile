@@ -1,0 +1,125 @@
+# Thin wrappers: each recipe is what you would type yourself. Run as root on a
+# Debian/Ubuntu machine; `make up` installs what is missing first.
+#
+#   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested
+#   make down       destroy them (and the network Vagrant made for them)
+#   make test       all tests: lint, unit, molecule (each stage prints its duration)
+#   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
+#   make unit       the Python package's unit tests
+#   make molecule   the whole stack in containers: converge, idempotence, verify
+#   make validate   check the Vagrantfile for every provider, offline
+#   make venv       the controller's tools (Ansible, Molecule, linters) in .venv
+#
+# PROVIDER=libvirt or PROVIDER=virtualbox gives real VMs instead of containers.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PROVIDER ?= docker
+# Same defaults as the Vagrantfile (which reads the same environment variables).
+R3E_SUBNET ?= 192.168.56
+R3E_UI_BIND ?= 127.0.0.1
+R3E_UI_PORT ?= 8080
+VAGRANT_INVENTORY := .vagrant/provisioners/ansible/inventory/vagrant_ansible_inventory
+START := $(shell date +%s)
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Vagrant's docker provider runs the `docker` command itself. Where no Docker engine
+# answers (`docker info` fails) and podman is installed, tools/podman-docker goes first
+# on PATH: a `docker` command that runs podman. Decided when each command runs, so it
+# holds right after `make deps` installed podman.
+WITH_DOCKER = docker info >/dev/null 2>&1 || ! command -v podman >/dev/null || export PATH="$(CURDIR)/tools/podman-docker:$$PATH";
+VAGRANT = $(WITH_DOCKER) VAGRANT_DEFAULT_PROVIDER=$(PROVIDER) vagrant
+
+.PHONY: help deps venv image up provision info down validate test lint unit molecule
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+# apt packages: vagrant, podman, runc, debootstrap, python3-venv ... (quiet when present)
+deps:
+	@tools/install-host-deps.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt -e .
+	touch $@
+
+# The base image of the container hosts (skipped when it exists). It is built with
+# podman; a real Docker engine gets a copy.
+image:
+ifeq ($(PROVIDER),docker)
+	images/build.sh
+	@if docker info >/dev/null 2>&1 && ! docker image inspect localhost/r3e-testbed/debian12:latest >/dev/null 2>&1; then \
+	  podman save localhost/r3e-testbed/debian12:latest | docker load; fi
+endif
+
+# Machines come up in parallel, then one Ansible run (playbooks/site.yml) covers all hosts.
+up: deps venv image
+	$(VAGRANT) up --provider=$(PROVIDER) --no-provision
+	$(VAGRANT) provision
+	@if [ -f playbooks/smoke.yml ]; then \
+	  echo ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml; \
+	  ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml; \
+	else echo "playbooks/smoke.yml does not exist yet: no smoke test"; fi
+	@$(MAKE) --no-print-directory info
+	@echo "make up took $$(( $$(date +%s) - $(START) )) s"
+
+provision:
+	$(VAGRANT) provision
+
+# Where the UI is and how to log in; the password is generated per deployment.
+info:
+	@deployment=$$($(VENV)/bin/python -c 'import yaml; print(yaml.safe_load(open("topology.yml"))["all"]["vars"]["deployment_name"])'); \
+	secrets=.secrets/$$deployment/secrets.yml; \
+	echo "Airflow UI: http://$(R3E_UI_BIND):$(R3E_UI_PORT)/  user: admin"; \
+	if [ -f $$secrets ]; then \
+	  echo "password:   $$($(VENV)/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["airflow_admin_password"])' $$secrets)  (airflow_admin_password in $$secrets)"; \
+	else echo "password:   airflow_admin_password in $$secrets (written by the first provisioning)"; fi
+
+# Vagrant removes its networks with the last machine on them; the rm covers a network
+# left behind by an interrupted run (only ours: its name carries our subnet).
+down:
+	$(VAGRANT) destroy -f
+ifeq ($(PROVIDER),docker)
+	@$(WITH_DOCKER) net="vagrant_network_$(R3E_SUBNET).0/24"; \
+	if docker network inspect "$$net" >/dev/null 2>&1; then docker network rm "$$net"; fi
+endif
+
+# Offline checks. `-p` skips provider settings; libvirt's are checked through the
+# vagrant-libvirt plugin (no libvirtd needed). Vagrant refuses to look at VirtualBox
+# settings unless `VBoxManage --version` answers: where VirtualBox is not installed, a
+# stub that only answers that lets Vagrant check the settings' names and values. It is
+# no test that VirtualBox can run the machines.
+validate:
+	vagrant validate -p
+	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
+	@if command -v VBoxManage >/dev/null; then VAGRANT_DEFAULT_PROVIDER=virtualbox vagrant validate; else \
+	  stub=$$(mktemp -d) && printf '#!/bin/sh\necho 7.0.0r0\n' >$$stub/VBoxManage && chmod +x $$stub/VBoxManage && \
+	  echo "VAGRANT_DEFAULT_PROVIDER=virtualbox vagrant validate  (VBoxManage stubbed: settings only)" && \
+	  PATH=$$stub:$$PATH VAGRANT_DEFAULT_PROVIDER=virtualbox vagrant validate; rc=$$?; rm -rf $$stub; exit $$rc; fi
+
+# --- Tests ----------------------------------------------------------------------------
+# Each stage prints how long it took; .ci/run calls `make test`.
+STAGE = @start=$$(date +%s); trap 'echo "== stage $@: $$(( $$(date +%s) - start )) s"' EXIT;
+
+# molecule joins `test` once the whole stack converges in CI.
+test: lint unit
+
+lint: venv
+	$(STAGE) set -e; \
+	ansible-lint; \
+	yamllint --strict .; \
+	ruff check .; \
+	ruff format --check .; \
+	$(MAKE) --no-print-directory validate
+
+unit: venv
+	$(STAGE) pytest tests
+
+# The containers need the same podman settings as Vagrant's (images/containers.conf).
+molecule: venv
+	$(STAGE) CONTAINERS_CONF=$(CURDIR)/images/containers.conf molecule test

@@ -1,0 +1,124 @@
+"""Shared verification of a provisioned testbed, for every scenario and real inventories.
+
+Run by Molecule's testinfra verifier (it passes --ansible-inventory), or by hand against
+any inventory:  pytest molecule/resources/tests --ansible-inventory inventories/<name>
+
+Tests name the topology group they check with @pytest.mark.group("..."); they are
+generated once per host of that group, so a bigger topology gets more tests, not edits.
+Facts such as ports and buckets are read from the playbooks' wiring, never retyped.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+import yaml
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+REPO = Path(__file__).resolve().parents[3]
+PODMAN_CONNECTIONS = {"containers.podman.podman", "podman"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "group(name): run the test once per host of that topology group")
+
+
+@cache
+def runner(inventory: str) -> AnsibleRunner:
+    return AnsibleRunner(inventory)
+
+
+def _inventory_option(config: pytest.Config) -> str:
+    inventory = config.getoption("ansible_inventory", default=None)
+    if not inventory:
+        raise pytest.UsageError("pass --ansible-inventory (Molecule does it for you)")
+    return inventory
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("group")
+    if marker is None or "node" not in metafunc.fixturenames:
+        return
+    hosts = runner(_inventory_option(metafunc.config)).get_hosts(marker.args[0])
+    metafunc.parametrize("node", hosts, indirect=True, ids=hosts)
+
+
+@pytest.fixture(scope="session")
+def inventory(pytestconfig: pytest.Config) -> AnsibleRunner:
+    return runner(_inventory_option(pytestconfig))
+
+
+@cache
+def _connect(inventory: str, name: str) -> testinfra.host.Host:
+    """A testinfra host; podman hosts directly (testinfra has no Ansible podman mapping)."""
+    hostvars = runner(inventory).get_variables(name)
+    if hostvars.get("ansible_connection") in PODMAN_CONNECTIONS:
+        return testinfra.get_host(f"podman://{hostvars.get('ansible_host', name)}")
+    return runner(inventory).get_host(name)
+
+
+@pytest.fixture
+def node(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> testinfra.host.Host:
+    return _connect(_inventory_option(pytestconfig), request.param)
+
+
+@pytest.fixture(scope="session")
+def connect(pytestconfig: pytest.Config):
+    """connect(host_name) -> testinfra host, for tests that span several hosts."""
+    return lambda name: _connect(_inventory_option(pytestconfig), name)
+
+
+def private_address(host: testinfra.host.Host) -> str:
+    """The host's address on the hosts' network: the source of its default route, which is
+    what Ansible reports as default_ipv4 and the roles bind to."""
+    route = host.check_output("ip -4 -o route get 1.1.1.1")
+    match = re.search(r"\bsrc (\S+)", route)
+    assert match, f"no source address in {route!r}"
+    return match.group(1)
+
+
+@pytest.fixture
+def node_address(node) -> str:
+    """The private address of the host under test."""
+    return private_address(node)
+
+
+@pytest.fixture(scope="session")
+def address_of(connect):
+    addresses: dict[str, str] = {}
+
+    def lookup(name: str) -> str:
+        if name not in addresses:
+            addresses[name] = private_address(connect(name))
+        return addresses[name]
+
+    return lookup
+
+
+@pytest.fixture(scope="session")
+def wiring() -> dict[str, Any]:
+    """The playbooks' shared wiring (ports, buckets), as the roles receive it."""
+    return yaml.safe_load((REPO / "playbooks/group_vars/all/main.yml").read_text())
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO / "roles" / role / "defaults/main.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def secrets(inventory: AnsibleRunner) -> dict[str, str]:
+    """The deployment's generated secrets, as written by the deployment_secrets role."""
+    name = inventory.get_variables(inventory.get_hosts("all")[0])["deployment_name"]
+    path = REPO / ".secrets" / name / "secrets.yml"
+    assert path.stat().st_mode & 0o077 == 0, f"{path} must be readable by its owner only"
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def first_of(inventory: AnsibleRunner):
+    return lambda group: inventory.get_hosts(group)[0]

@@ -1,0 +1,150 @@
+"""Every host runs its services as enabled systemd units, listening only where intended."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+# What runs where: the units of each topology group.
+UNITS = {
+    "databases": ["postgresql@15-main"],
+    "brokers": ["redis-server"],
+    "object_stores": ["seaweedfs-master", "seaweedfs-volume", "seaweedfs-filer", "seaweedfs-s3"],
+    "airflow_control": [
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    ],
+    "airflow_workers": ["airflow-worker"],
+}
+
+# Ports a host may offer on every interface: sshd everywhere (the way Ansible and Vagrant
+# reach real hosts), the UI/API on control hosts, and the log servers the api-server
+# reads task logs from (workers 8793, triggerer 8794).
+WILDCARD_PORTS = {
+    "all": {22},
+    "airflow_control": {"airflow_api_port", 8794},
+    "airflow_workers": {8793},
+}
+
+
+def listening(host) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket."""
+    sockets = set()
+    for line in host.check_output("ss -Hltn").splitlines():
+        local = line.split()[3]
+        address, _, port = local.rpartition(":")
+        sockets.add((address.strip("[]").split("%")[0], int(port)))
+    return sockets
+
+
+def is_wildcard(address: str) -> bool:
+    return address in ("*", "0.0.0.0", "::")
+
+
+def _check_units(node, group: str) -> None:
+    for unit in UNITS[group]:
+        service = node.service(unit)
+        assert service.is_running, f"{unit} is not running on {node.backend.get_hostname()}"
+        assert service.is_enabled, f"{unit} is not enabled on {node.backend.get_hostname()}"
+
+
+@pytest.mark.group("databases")
+def test_database_units(node):
+    _check_units(node, "databases")
+
+
+@pytest.mark.group("brokers")
+def test_broker_units(node):
+    _check_units(node, "brokers")
+
+
+@pytest.mark.group("object_stores")
+def test_object_store_units(node):
+    _check_units(node, "object_stores")
+
+
+@pytest.mark.group("airflow_control")
+def test_airflow_control_units(node):
+    _check_units(node, "airflow_control")
+
+
+@pytest.mark.group("airflow_workers")
+def test_airflow_worker_units(node):
+    _check_units(node, "airflow_workers")
+
+
+@pytest.mark.group("all")
+def test_only_intended_ports_listen_on_every_interface(node, inventory, wiring):
+    groups = inventory.get_variables(node.backend.get_hostname())["group_names"]
+    allowed = set()
+    for group in ["all", *groups]:
+        for port in WILDCARD_PORTS.get(group, ()):
+            allowed.add(wiring[port] if isinstance(port, str) else port)
+    exposed = {port for address, port in listening(node) if is_wildcard(address)}
+    assert exposed <= allowed, f"listening on all interfaces without need: {sorted(exposed - allowed)}"
+
+
+@pytest.mark.group("all")
+def test_nothing_listens_on_another_network(node, node_address):
+    """Non-wildcard sockets are on loopback or on the hosts' private address only."""
+    for address, port in listening(node):
+        if is_wildcard(address):
+            continue
+        assert ipaddress.ip_address(address).is_loopback or address == node_address, (address, port)
+
+
+@pytest.mark.group("databases")
+def test_postgresql_listens_on_loopback_and_the_private_address_only(node, node_address, wiring):
+    port = wiring["postgresql_port"]
+    addresses = {address for address, p in listening(node) if p == port}
+    assert addresses == {"127.0.0.1", node_address}
+
+
+@pytest.mark.group("brokers")
+def test_redis_listens_on_loopback_and_the_private_address_only(node, node_address, wiring):
+    port = wiring["redis_port"]
+    addresses = {address for address, p in listening(node) if p == port}
+    assert addresses == {"127.0.0.1", node_address}
+
+
+@pytest.mark.group("brokers")
+def test_redis_refuses_clients_without_the_password(node, node_address, wiring):
+    reply = node.run(f"redis-cli -h {node_address} -p {wiring['redis_port']} PING")
+    assert "NOAUTH" in reply.stdout + reply.stderr
+
+
+@pytest.mark.group("brokers")
+def test_redis_persists_queued_messages(node):
+    config = node.file("/etc/redis/redis.conf").content_string
+    assert "\nappendonly yes" in config
+
+
+@pytest.mark.group("object_stores")
+def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring):
+    on_network = {port for address, port in listening(node) if address == node_address}
+    assert on_network == {wiring["object_store_port"]}
+
+
+@pytest.mark.group("databases")
+def test_pg_hba_admits_only_the_testbed_hosts(node, inventory, address_of):
+    hba = node.file("/etc/postgresql/15/main/pg_hba.conf").content_string
+    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
+    networks = {rule[3] for rule in rules if rule[0].startswith("host")}
+    expected = {f"{address_of(h)}/32" for h in inventory.get_hosts("all")}
+    assert networks == expected
+    assert all(rule[-1] in ("scram-sha-256", "peer") for rule in rules), rules
+
+
+@pytest.mark.group("airflow_workers")
+def test_worker_answers_a_celery_ping(node):
+    """celery inspect ping through the broker, as the role's health check does it."""
+    ping = node.run(
+        "sudo -u airflow bash -c 'set -a; . /etc/airflow/airflow.env; "
+        "/opt/airflow/venv/bin/celery --app airflow.providers.celery.executors.celery_executor.app "
+        "inspect ping --timeout 10 --destination celery@$(hostname)'"
+    )
+    assert ping.rc == 0, ping.stderr
+    assert "pong" in ping.stdout

@@ -1,0 +1,160 @@
+"""The stack works end to end, seen from outside as a user or a client sees it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+import requests
+from botocore import UNSIGNED
+from botocore.client import Config
+from botocore.exceptions import ClientError
+
+SMOKE_DAG = "testbed_smoke"
+
+
+@pytest.fixture(scope="session")
+def api(first_of, address_of, wiring) -> str:
+    return f"http://{address_of(first_of('airflow_control'))}:{wiring['airflow_api_port']}"
+
+
+@pytest.fixture(scope="session")
+def session(api, secrets) -> requests.Session:
+    """An API session authenticated as the generated admin user."""
+    response = requests.post(
+        f"{api}/auth/token",
+        json={"username": "admin", "password": secrets["airflow_admin_password"]},
+        timeout=30,
+    )
+    assert response.status_code in (200, 201), response.text
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+    return http
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(first_of, address_of, wiring) -> str:
+    return f"http://{address_of(first_of('object_stores'))}:{wiring['object_store_port']}"
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint, secrets):
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=secrets["object_store_access_key"],
+        aws_secret_access_key=secrets["object_store_secret_key"],
+        region_name="us-east-1",
+    )
+
+
+def test_admin_password_is_generated_and_default_credentials_are_refused(api, secrets):
+    assert len(secrets["airflow_admin_password"]) >= 16
+    for password in ("admin", "airflow"):
+        response = requests.post(
+            f"{api}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        )
+        assert response.status_code in (401, 403), f"admin/{password} accepted"
+
+
+def test_api_server_reports_every_component_healthy(api):
+    health = requests.get(f"{api}/api/v2/monitor/health", timeout=30).json()
+    for component in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        assert health[component]["status"] == "healthy", (component, health)
+
+
+def test_buckets_exist(s3, wiring):
+    names = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    expected = {wiring[key] for key in wiring if key.startswith("object_store_") and key.endswith("_bucket")}
+    assert len(expected) == 3, expected
+    assert expected <= names
+
+
+def test_s3_put_and_get_with_the_generated_credentials(s3, wiring):
+    key = f"verify/{uuid.uuid4()}.txt"
+    body = b"r3e-testbed object store round trip"
+    bucket = wiring["object_store_data_bucket"]
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    try:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    finally:
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+def test_anonymous_s3_access_is_refused(s3, s3_endpoint, wiring):
+    bucket = wiring["object_store_data_bucket"]
+    key = f"verify/{uuid.uuid4()}.txt"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"private")
+    anonymous = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", config=Config(signature_version=UNSIGNED)
+    )
+    try:
+        with pytest.raises(ClientError) as refused_get:
+            anonymous.get_object(Bucket=bucket, Key=key)
+        assert refused_get.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(ClientError) as refused_put:
+            anonymous.put_object(Bucket=bucket, Key=f"{key}.anonymous", Body=b"x")
+        assert refused_put.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(ClientError):
+            anonymous.list_objects_v2(Bucket=bucket)
+    finally:
+        s3.delete_object(Bucket=bucket, Key=key)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{key}.anonymous")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def _wait_for(what: str, probe, timeout: float, every: float = 3.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(api, session) -> dict:
+    """Trigger the smoke DAG through the REST API and wait for its run to finish."""
+    dag_url = f"{api}/api/v2/dags/{SMOKE_DAG}"
+    _wait_for("the smoke DAG to be parsed", lambda: session.get(dag_url, timeout=30).ok, 180)
+    assert session.patch(dag_url, json={"is_paused": False}, timeout=30).ok
+    started = datetime.now(UTC)
+    response = session.post(f"{dag_url}/dagRuns", json={"logical_date": None}, timeout=30)
+    assert response.ok, response.text
+    run_id = response.json()["dag_run_id"]
+
+    def finished():
+        run = session.get(f"{dag_url}/dagRuns/{run_id}", timeout=30).json()
+        return run if run["state"] in ("success", "failed") else None
+
+    run = _wait_for(f"run {run_id} to finish", finished, 600)
+    instances = session.get(f"{dag_url}/dagRuns/{run_id}/taskInstances", timeout=30).json()
+    return {"run": run, "tasks": instances["task_instances"], "started": started}
+
+
+def test_smoke_dag_succeeds(smoke_run):
+    failed = [t["task_id"] for t in smoke_run["tasks"] if t["state"] != "success"]
+    assert smoke_run["run"]["state"] == "success", f"failed tasks: {failed}"
+    assert smoke_run["tasks"], "the smoke run has no task instances"
+
+
+def test_smoke_dag_ran_on_every_worker_host(smoke_run, inventory, connect):
+    worker_hostnames = {connect(w).check_output("hostname") for w in inventory.get_hosts("airflow_workers")}
+    ran_on = {t["hostname"] for t in smoke_run["tasks"]}
+    assert worker_hostnames <= ran_on, f"tasks ran on {ran_on}, workers are {worker_hostnames}"
+
+
+def test_smoke_dataframe_travelled_through_the_object_store(smoke_run, s3, wiring):
+    """The XCom between the two worker hosts is an object in the XCom bucket."""
+    bucket = wiring["object_store_xcom_bucket"]
+    run_id = smoke_run["run"]["dag_run_id"]
+    objects = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="xcom/"):
+        objects.extend(page.get("Contents", []))
+    of_this_run = [o for o in objects if SMOKE_DAG in o["Key"] and o["LastModified"] >= smoke_run["started"]]
+    assert of_this_run, f"no XCom object of {run_id} in s3://{bucket}/xcom/ ({len(objects)} objects)"
