@@ -106,8 +106,7 @@ validate:
 # Each stage prints how long it took; .ci/run calls `make test`.
 STAGE = @start=$$(date +%s); trap 'echo "== stage $@: $$(( $$(date +%s) - start )) s"' EXIT;
 
-# molecule joins `test` once the whole stack converges in CI.
-test: lint unit
+test: lint unit molecule
 
 lint: venv
 	$(STAGE) set -e; \

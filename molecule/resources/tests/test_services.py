@@ -124,8 +124,11 @@ def test_redis_persists_queued_messages(node):
 
 @pytest.mark.group("object_stores")
 def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring):
+    """Master, volume server and filer stay on loopback (they have no authentication);
+    the S3 gateway offers its HTTP port and the gRPC port weed puts 10000 above it."""
     on_network = {port for address, port in listening(node) if address == node_address}
-    assert on_network == {wiring["object_store_port"]}
+    s3_port = wiring["object_store_port"]
+    assert on_network == {s3_port, s3_port + 10000}
 
 
 @pytest.mark.group("databases")
