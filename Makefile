@@ -41,11 +41,14 @@ help:
 deps:
 	@tools/install-host-deps.sh
 
+# The controller's tools, then this package with its pipeline libraries at the versions
+# the Airflow hosts run (the airflow role's lock).
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml roles/airflow/files/constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt -e .
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --constraint roles/airflow/files/constraints.txt -e ".[pipeline]"
 	touch $@
 
 # The base image of the container hosts (skipped when it exists). It is built with
