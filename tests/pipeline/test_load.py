@@ -1,0 +1,241 @@
+"""Chunked reading of raw CSV: the original layout, file-level errors, row-level damage, memory.
+
+``data/IOT-temp-head.csv`` is laid out byte for byte like the Kaggle ``IOT-temp.csv`` (header,
+``\\n`` line ends, no quoting); its first three rows are the original's first three rows, the
+others are made up in the same format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from r3e_testbed.pipeline import load
+from r3e_testbed.pipeline.generate import write_csv
+from r3e_testbed.pipeline.load import DataFileError, iter_raw_chunks, read_raw
+from r3e_testbed.pipeline.schema import RAW_COLUMNS
+
+HEAD = Path(__file__).parent / "data" / "IOT-temp-head.csv"
+HEADER = b"id,room_id/id,noted_date,temp,out/in\n"
+ROW = b"__export__.temp_log_196134_bd201015,Room Admin,08-12-2018 09:30,29,In\n"
+
+
+def chunks_of(data: bytes, chunk_rows: int = 50_000) -> list[pd.DataFrame]:
+    return list(iter_raw_chunks(io.BytesIO(data), chunk_rows))
+
+
+def test_reads_the_original_layout() -> None:
+    frame = read_raw(HEAD)
+    assert tuple(frame.columns) == RAW_COLUMNS
+    assert len(frame) == 10
+    assert list(frame.index) == list(range(10))
+    assert all(pd.api.types.is_string_dtype(frame[c]) for c in RAW_COLUMNS)
+    assert frame.iloc[:3].values.tolist() == [
+        ["__export__.temp_log_196134_bd201015", "Room Admin", "08-12-2018 09:30", "29", "In"],
+        ["__export__.temp_log_196131_7bca51bc", "Room Admin", "08-12-2018 09:30", "29", "In"],
+        ["__export__.temp_log_196127_522915e3", "Room Admin", "08-12-2018 09:29", "41", "Out"],
+    ]
+    assert frame.attrs == {"bad_lines": [], "warnings": []}
+
+
+def test_path_binary_and_text_sources_agree() -> None:
+    by_path = read_raw(str(HEAD))
+    with HEAD.open("rb") as handle:
+        by_binary = read_raw(handle)
+        assert not handle.closed  # a caller's file object is left open
+    by_text = read_raw(io.StringIO(HEAD.read_text(encoding="utf-8")))
+    pd.testing.assert_frame_equal(by_path, by_binary)
+    pd.testing.assert_frame_equal(by_path, by_text)
+
+
+def test_chunks_have_at_most_chunk_rows_and_number_rows_on() -> None:
+    chunks = list(iter_raw_chunks(HEAD, chunk_rows=3))
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert [c.index[0] for c in chunks] == [0, 3, 6, 9]
+    pd.testing.assert_frame_equal(pd.concat(chunks), read_raw(HEAD))
+
+
+def test_values_stay_text() -> None:
+    data = HEADER + b"007,NA,08-12-2018 09:30,29.50,In\n,,08-12-2018 09:30,,Out\n"
+    (chunk,) = chunks_of(data)
+    assert chunk.values.tolist() == [
+        ["007", "NA", "08-12-2018 09:30", "29.50", "In"],
+        ["", "", "08-12-2018 09:30", "", "Out"],
+    ]
+
+
+def test_crlf_line_ends_and_utf8_bom() -> None:
+    data = ("\ufeff" + (HEADER + ROW + ROW).decode()).replace("\n", "\r\n").encode("utf-8")
+    (chunk,) = chunks_of(data)
+    assert tuple(chunk.columns) == RAW_COLUMNS
+    assert chunk["out/in"].tolist() == ["In", "In"]
+    assert chunk["id"].iloc[0] == "__export__.temp_log_196134_bd201015"
+
+
+def test_non_ascii_utf8_is_fine() -> None:
+    (chunk,) = chunks_of(HEADER + "x,Salle de réunion,08-12-2018 09:30,29,In\n".encode())
+    assert chunk["room_id/id"].iloc[0] == "Salle de réunion"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty (0 bytes)"),
+        (b" \n\n  \r\n", "the file is empty (only whitespace)"),
+        ((HEADER + ROW).decode().encode("utf-16"), "UTF-16 (little-endian byte-order mark FF FE)"),
+        ((HEADER + ROW).decode().encode("utf-16-be"), "NUL bytes"),
+        (gzip.compress(HEADER + ROW), "gzip-compressed"),
+        (b"PAR1\x15\x04", "Parquet"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "NUL bytes"),
+    ],
+)
+def test_unusable_files_name_the_problem(data: bytes, message: str) -> None:
+    with pytest.raises(DataFileError, match="<BytesIO>: ") as error:
+        iter_raw_chunks(io.BytesIO(data))
+    assert message in str(error.value)
+
+
+def test_latin1_is_refused_naming_byte_and_line() -> None:
+    data = HEADER + ROW + "x,Café,08-12-2018 09:30,29,In\n".encode("latin-1")
+    with pytest.raises(DataFileError) as error:
+        iter_raw_chunks(io.BytesIO(data))
+    text = str(error.value)
+    assert "not valid UTF-8: byte E9" in text
+    assert f"at byte offset {len(HEADER + ROW) + 5} (line 3)" in text
+    assert "latin-1" in text
+
+
+def test_invalid_utf8_after_the_first_block_fails_when_reached(monkeypatch) -> None:
+    monkeypatch.setattr(load, "BLOCK_SIZE", 4096)
+    # Longer than pandas' own read buffer (256 KiB), so the first chunks parse before the byte.
+    data = HEADER + ROW * 6000 + b"x,Caf\xe9,08-12-2018 09:30,29,In\n"
+    reader = iter_raw_chunks(io.BytesIO(data), chunk_rows=50)
+    first = next(reader)  # the start is fine
+    assert len(first) == 50
+    with pytest.raises(DataFileError, match=r"byte E9 at byte offset \d+ \(line 6002\)"):
+        list(reader)
+    assert reader._parser is None  # closed
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(DataFileError) as error:
+        iter_raw_chunks(io.BytesIO(b"id,room_id/id,noted_date\na,b,c\n"))
+    text = str(error.value)
+    assert "missing required column(s) 'temp', 'out/in';" in text
+    assert "'id,room_id/id,noted_date'" in text
+
+
+def test_wrong_delimiter_is_recognised() -> None:
+    with pytest.raises(DataFileError, match="wrong delimiter"):
+        iter_raw_chunks(io.BytesIO(HEADER.replace(b",", b";") + ROW.replace(b",", b";")))
+
+
+def test_not_a_csv_at_all() -> None:
+    with pytest.raises(DataFileError, match="missing required column"):
+        iter_raw_chunks(io.BytesIO(b'{"id": 1, "temp": 29}\n'))
+
+
+def test_duplicate_column_names_are_refused() -> None:
+    with pytest.raises(DataFileError, match=r"duplicate column name.*'temp'"):
+        iter_raw_chunks(io.BytesIO(b"id,room_id/id,noted_date,temp,out/in,temp\n"))
+
+
+def test_extra_columns_are_dropped_with_a_warning() -> None:
+    data = b"sensor,id,room_id/id,noted_date,temp,out/in,battery\nS1,a,R,08-12-2018 09:30,29,In,97\n"
+    reader = iter_raw_chunks(io.BytesIO(data))
+    (chunk,) = list(reader)
+    assert tuple(chunk.columns) == RAW_COLUMNS
+    assert chunk.values.tolist() == [["a", "R", "08-12-2018 09:30", "29", "In"]]
+    assert reader.extra_columns == ("sensor", "battery")
+    assert reader.warnings == ["<BytesIO>: ignored extra column(s) 'sensor', 'battery'"]
+
+
+def test_columns_in_another_order_come_out_in_raw_order() -> None:
+    data = b"out/in,temp,noted_date,room_id/id,id\nOut,41,08-12-2018 09:29,Room Admin,x1\n"
+    (chunk,) = chunks_of(data)
+    assert tuple(chunk.columns) == RAW_COLUMNS
+    assert chunk.values.tolist() == [["x1", "Room Admin", "08-12-2018 09:29", "41", "Out"]]
+
+
+def test_header_only_gives_no_rows() -> None:
+    assert chunks_of(HEADER) == []
+    frame = read_raw(io.BytesIO(HEADER))
+    assert len(frame) == 0
+    assert tuple(frame.columns) == RAW_COLUMNS
+    # A header without a line end is a header too.
+    assert chunks_of(HEADER.rstrip(b"\n")) == []
+
+
+def test_truncated_last_line_is_a_row_not_a_file_error() -> None:
+    data = HEADER + ROW + b"__export__.temp_log_196131_7bca51bc,Room Admin,08-12-20"
+    (chunk,) = chunks_of(data)
+    assert len(chunk) == 2
+    assert chunk.iloc[1].tolist() == ["__export__.temp_log_196131_7bca51bc", "Room Admin", "08-12-20", "", ""]
+
+
+def test_rows_with_too_many_fields_are_reported_by_line() -> None:
+    data = (
+        HEADER + ROW + b"a,Room, Admin,08-12-2018 09:30,29,In\n" + ROW + b"b,R,08-12-2018 09:30,29,In,x,y\n"
+    )
+    reader = iter_raw_chunks(io.BytesIO(data), chunk_rows=10)
+    (chunk,) = list(reader)
+    assert len(chunk) == 2
+    assert chunk.attrs["bad_lines"] == [(3, "expected 5 fields, saw 6"), (5, "expected 5 fields, saw 7")]
+    assert reader.bad_lines == 2
+    assert reader.rows == 2
+
+
+def test_a_first_row_with_too_many_fields_is_not_shifted() -> None:
+    # pandas would take the field count from the first data line and silently shift its fields.
+    data = HEADER + b"a,Room, Admin,08-12-2018 09:30,29,In\n" + ROW
+    reader = iter_raw_chunks(io.BytesIO(data), chunk_rows=1)
+    chunks = list(reader)
+    assert [len(c) for c in chunks] == [1]
+    assert chunks[0].attrs["bad_lines"] == [(2, "expected 5 fields, saw 6")]
+    assert chunks[0]["id"].tolist() == ["__export__.temp_log_196134_bd201015"]
+    assert chunks[0].index.tolist() == [0]
+
+
+def test_bad_chunk_rows() -> None:
+    with pytest.raises(ValueError, match="chunk_rows"):
+        iter_raw_chunks(HEAD, chunk_rows=0)
+
+
+def test_owned_file_is_closed_after_errors_and_at_the_end(tmp_path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(HEADER + ROW)
+    reader = iter_raw_chunks(path)
+    assert reader._owned is not None
+    list(reader)
+    assert reader._owned is None
+    with iter_raw_chunks(path) as reader:
+        pass
+    assert reader._owned is None
+
+
+class CountingReads(io.BytesIO):
+    """A binary stream that records the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def test_streams_a_scale_2_file_in_bounded_chunks_and_reads() -> None:
+    data = io.BytesIO()
+    rows = write_csv(data, 2.0, seed=1)
+    source = CountingReads(data.getvalue())
+    lengths = [len(chunk) for chunk in iter_raw_chunks(source, chunk_rows=10_000)]
+    assert max(lengths) == 10_000
+    assert sum(lengths) == rows
+    # Never the whole object at once: every read asks for at most one block.
+    assert len(source.getvalue()) > 10 * load.BLOCK_SIZE
+    assert all(size is not None and 0 < size <= load.BLOCK_SIZE for size in source.sizes)
