@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
+STAND_IN_BINARY = b"stand-in for a MinIO release binary\n"
 
 
 def run_site_check(inventory: str, tmp_path: Path, checksum: str) -> subprocess.CompletedProcess:
     binary = tmp_path / "minio"
-    binary.write_bytes(b"stand-in for a MinIO release binary\n")
+    binary.write_bytes(STAND_IN_BINARY)
     playbook = Path(sys.executable).parent / "ansible-playbook"
     return subprocess.run(
         [
@@ -44,7 +45,7 @@ def run_site_check(inventory: str, tmp_path: Path, checksum: str) -> subprocess.
 
 def test_minio_role_passes_check_mode(pytestconfig, tmp_path):
     inventory = pytestconfig.getoption("ansible_inventory")
-    good = "sha256:" + hashlib.sha256(b"stand-in for a MinIO release binary\n").hexdigest()
+    good = "sha256:" + hashlib.sha256(STAND_IN_BINARY).hexdigest()
     result = run_site_check(inventory, tmp_path, good)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "minio : " in result.stdout, "the minio role did not run"
