@@ -1,7 +1,8 @@
 # Thin wrappers: each recipe is what you would type yourself. Run as root on a
 # Debian/Ubuntu machine; `make up` installs what is missing first.
 #
-#   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested
+#   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested,
+#                   then one pipeline run (upload -> train -> deploy) with its metrics
 #   make down       destroy them (and the network Vagrant made for them)
 #   make test       all tests: lint, unit, molecule (each stage prints its duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
@@ -60,14 +61,13 @@ ifeq ($(PROVIDER),docker)
 	  podman save localhost/r3e-testbed/debian12:latest | docker load; fi
 endif
 
-# Machines come up in parallel, then one Ansible run (playbooks/site.yml) covers all hosts.
+# Machines come up in parallel, then one Ansible run (playbooks/site.yml) covers all hosts;
+# the smoke test and one run of the IoT pipeline (playbooks/pipeline.yml) close it.
 up: deps venv image
 	$(VAGRANT) up --provider=$(PROVIDER) --no-provision
 	$(VAGRANT) provision
-	@if [ -f playbooks/smoke.yml ]; then \
-	  echo ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml; \
-	  ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml; \
-	else echo "playbooks/smoke.yml does not exist yet: no smoke test"; fi
+	ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml
+	ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/pipeline.yml
 	@$(MAKE) --no-print-directory info
 	@echo "make up took $$(( $$(date +%s) - $(START) )) s"
 

@@ -173,3 +173,14 @@ def test_written_csv_reads_back_as_the_frame(tmp_path) -> None:
 def test_hex8_formats_32_bit_values() -> None:
     values = np.array([0, 1, 0xBD201015, 2**32 - 1], dtype=np.uint64)
     assert list(generate._hex8(values)) == ["00000000", "00000001", "bd201015", "ffffffff"]
+
+
+def test_command_line_writes_the_same_file_as_write_csv(tmp_path, capsys):
+    from r3e_testbed.pipeline.generate import main
+
+    assert main([str(tmp_path / "cli.csv"), "--scale", "0.05", "--seed", "3", "--days", "10"]) == 0
+    rows = write_csv(tmp_path / "api.csv", 0.05, 3, days=10)
+    assert (tmp_path / "cli.csv").read_bytes() == (tmp_path / "api.csv").read_bytes()
+    assert f"{rows:,} rows" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "bad.csv"), "--scale", "0"])

@@ -11,11 +11,14 @@ Facts such as ports and buckets are read from the playbooks' wiring, never retyp
 from __future__ import annotations
 
 import re
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import requests
 import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
@@ -122,3 +125,58 @@ def secrets(inventory: AnsibleRunner) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def first_of(inventory: AnsibleRunner):
     return lambda group: inventory.get_hosts(group)[0]
+
+
+# --- clients of the stack's public interfaces ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def api(first_of, address_of, wiring) -> str:
+    return f"http://{address_of(first_of('airflow_control'))}:{wiring['airflow_api_port']}"
+
+
+@pytest.fixture(scope="session")
+def session(api, secrets) -> requests.Session:
+    """An API session authenticated as the generated admin user."""
+    response = requests.post(
+        f"{api}/auth/token",
+        json={"username": "admin", "password": secrets["airflow_admin_password"]},
+        timeout=30,
+    )
+    assert response.status_code in (200, 201), response.text
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+    return http
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(first_of, address_of, wiring) -> str:
+    return f"http://{address_of(first_of('object_stores'))}:{wiring['object_store_port']}"
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint, secrets):
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=secrets["object_store_access_key"],
+        aws_secret_access_key=secrets["object_store_secret_key"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """``wait_for(what, probe, timeout)``: poll ``probe`` until it returns something truthy."""
+
+    def wait(what: str, probe, timeout: float, every: float = 3.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = probe()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(every)
+
+    return wait

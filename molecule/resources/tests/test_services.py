@@ -16,6 +16,8 @@ UNITS = {
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
+        "r3e-forecast",
+        "r3e-event-bridge",
     ],
     "airflow_workers": ["airflow-worker"],
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -14,41 +13,6 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 SMOKE_DAG = "testbed_smoke"
-
-
-@pytest.fixture(scope="session")
-def api(first_of, address_of, wiring) -> str:
-    return f"http://{address_of(first_of('airflow_control'))}:{wiring['airflow_api_port']}"
-
-
-@pytest.fixture(scope="session")
-def session(api, secrets) -> requests.Session:
-    """An API session authenticated as the generated admin user."""
-    response = requests.post(
-        f"{api}/auth/token",
-        json={"username": "admin", "password": secrets["airflow_admin_password"]},
-        timeout=30,
-    )
-    assert response.status_code in (200, 201), response.text
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-    return http
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(first_of, address_of, wiring) -> str:
-    return f"http://{address_of(first_of('object_stores'))}:{wiring['object_store_port']}"
-
-
-@pytest.fixture(scope="session")
-def s3(s3_endpoint, secrets):
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id=secrets["object_store_access_key"],
-        aws_secret_access_key=secrets["object_store_secret_key"],
-        region_name="us-east-1",
-    )
 
 
 def test_admin_password_is_generated_and_default_credentials_are_refused(api, secrets):
@@ -106,22 +70,11 @@ def test_anonymous_s3_access_is_refused(s3, s3_endpoint, wiring):
     assert listed.get("KeyCount", 0) == 0
 
 
-def _wait_for(what: str, probe, timeout: float, every: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
-def smoke_run(api, session) -> dict:
+def smoke_run(api, session, wait_for) -> dict:
     """Trigger the smoke DAG through the REST API and wait for its run to finish."""
     dag_url = f"{api}/api/v2/dags/{SMOKE_DAG}"
-    _wait_for("the smoke DAG to be parsed", lambda: session.get(dag_url, timeout=30).ok, 180)
+    wait_for("the smoke DAG to be parsed", lambda: session.get(dag_url, timeout=30).ok, 180)
     assert session.patch(dag_url, json={"is_paused": False}, timeout=30).ok
     started = datetime.now(UTC)
     response = session.post(f"{dag_url}/dagRuns", json={"logical_date": None}, timeout=30)
@@ -132,7 +85,7 @@ def smoke_run(api, session) -> dict:
         run = session.get(f"{dag_url}/dagRuns/{run_id}", timeout=30).json()
         return run if run["state"] in ("success", "failed") else None
 
-    run = _wait_for(f"run {run_id} to finish", finished, 600)
+    run = wait_for(f"run {run_id} to finish", finished, 600)
     instances = session.get(f"{dag_url}/dagRuns/{run_id}/taskInstances", timeout=30).json()
     return {"run": run, "tasks": instances["task_instances"], "started": started}
 

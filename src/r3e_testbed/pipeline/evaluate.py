@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from r3e_testbed.pipeline.train import (
+    MODEL_KINDS,
     BaselineModel,
     forecast_baseline,
+    predict_model,
     predict_prophet,
     train_baseline,
     train_prophet,
@@ -33,6 +35,8 @@ from r3e_testbed.pipeline.train import (
 
 METRICS: tuple[str, ...] = ("mae", "rmse", "mape")
 HOLDOUT_DAYS = 14
+#: The naive floor predicts the mean of the last this many training days for every held-out day.
+NAIVE_WINDOW_DAYS = 7
 #: The fewest training days ``holdout_split`` accepts: four weeks, enough for a trend.
 MIN_TRAIN_DAYS = 28
 
@@ -113,14 +117,56 @@ def score_baseline(model: BaselineModel, holdout: pd.DataFrame) -> dict[str, Any
     return {**metrics(holdout["y"], forecast["yhat"]), "holdout": holdout_tag(holdout)}
 
 
+def naive_forecast(train: pd.DataFrame, dates: Any, window: int = NAIVE_WINDOW_DAYS) -> pd.DataFrame:
+    """The naive floor: the mean ``y`` of the last ``window`` training rows, for every date."""
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"naive window must be a positive integer; got {window!r}")
+    values = pd.to_numeric(train.sort_values("ds")["y"]).dropna()
+    if values.empty:
+        raise ValueError("no training values for the naive floor")
+    ds = pd.Series(pd.to_datetime(list(dates)), dtype="datetime64[ns]")
+    return pd.DataFrame({"ds": ds, "yhat": float(values.iloc[-int(window) :].mean())})
+
+
+def score_naive(
+    train: pd.DataFrame, holdout: pd.DataFrame, window: int = NAIVE_WINDOW_DAYS
+) -> dict[str, Any]:
+    """Metrics of the naive floor on a holdout frame, tagged."""
+    forecast = naive_forecast(train, holdout["ds"], window)
+    return {**metrics(holdout["y"], forecast["yhat"]), "holdout": holdout_tag(holdout)}
+
+
+def score_model(kind: str, model: Any, holdout: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of a model of either kind (``train.MODEL_KINDS``) on a holdout frame, tagged."""
+    forecast = predict_model(kind, model, holdout["ds"])
+    return {**metrics(holdout["y"], forecast["yhat"]), "holdout": holdout_tag(holdout)}
+
+
+def select_kind(result: Mapping[str, Any], metric: str = "mae") -> str:
+    """The model kind with the lowest ``metric`` in an ``evaluate_series`` result (ties: Prophet)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {list(METRICS)}")
+    scored = {k: _metric_value(result[k], metric, k) for k in MODEL_KINDS if k in result}
+    if not scored:
+        raise ValueError(f"no model scores in the result (keys: {sorted(result)})")
+    finite = {k: v for k, v in scored.items() if not math.isnan(v)}
+    if not finite:
+        raise ValueError("every model scored NaN")
+    return min(finite, key=lambda k: (finite[k], MODEL_KINDS.index(k)))
+
+
 def evaluate_series(frame: pd.DataFrame, holdout_days: int = HOLDOUT_DAYS, **split: Any) -> dict[str, Any]:
-    """Train Prophet and the baseline on all but the last ``holdout_days`` days; score both there.
+    """Train Prophet and the baseline on all but the last ``holdout_days`` days; score both there,
+    with the naive floor beside them.
 
     Returns a JSON-ready dict::
 
         {"holdout": {"start", "end", "days", "train_start", "train_end", "train_days"},
          "prophet": {"mae", "rmse", "mape", "holdout"},
          "baseline": {"mae", "rmse", "mape", "holdout"},
+         "naive": {"mae", "rmse", "mape", "holdout"},
+         "selected": "prophet" or "baseline" (the lower MAE),
+         "actuals": [{"ds": "YYYY-MM-DD", "y": float}, ...] (the held-out days),
          "fit_seconds": {"prophet", "baseline"}}
 
     Extra keyword arguments go to ``holdout_split`` (``min_train_days``).
@@ -132,7 +178,7 @@ def evaluate_series(frame: pd.DataFrame, holdout_days: int = HOLDOUT_DAYS, **spl
     started = time.perf_counter()
     baseline_model = train_baseline(train)
     baseline_seconds = time.perf_counter() - started
-    return {
+    result = {
         "holdout": {
             "start": f"{holdout['ds'].min():%Y-%m-%d}",
             "end": f"{holdout['ds'].max():%Y-%m-%d}",
@@ -143,8 +189,33 @@ def evaluate_series(frame: pd.DataFrame, holdout_days: int = HOLDOUT_DAYS, **spl
         },
         "prophet": score_prophet(prophet_model, holdout),
         "baseline": score_baseline(baseline_model, holdout),
+        "naive": score_naive(train, holdout),
+        "actuals": holdout_records(holdout),
         "fit_seconds": {"prophet": round(prophet_seconds, 3), "baseline": round(baseline_seconds, 3)},
     }
+    result["selected"] = select_kind(result)
+    return result
+
+
+def holdout_records(holdout: pd.DataFrame) -> list[dict[str, Any]]:
+    """The held-out days as JSON-ready records (``ds`` as ``YYYY-MM-DD``, ``y``)."""
+    return [
+        {"ds": f"{ds:%Y-%m-%d}", "y": float(y)}
+        for ds, y in zip(pd.to_datetime(holdout["ds"]), holdout["y"], strict=True)
+    ]
+
+
+def holdout_frame(records: Any) -> pd.DataFrame:
+    """The frame (``ds``, ``y``) back from ``holdout_records``; ``ValueError`` if malformed."""
+    try:
+        frame = pd.DataFrame(list(records), columns=["ds", "y"])
+        frame["ds"] = pd.to_datetime(frame["ds"], format="%Y-%m-%d")
+        frame["y"] = pd.to_numeric(frame["y"]).astype("float64")
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"malformed holdout records: {error}") from error
+    if frame.empty:
+        raise ValueError("empty holdout")
+    return frame
 
 
 def _metric_value(scores: Mapping[str, Any], metric: str, role: str) -> float:
@@ -178,3 +249,46 @@ def is_better(
         return False
     others = [v for role, v in values.items() if role != "candidate"]
     return all(values["candidate"] < v for v in others)
+
+
+def decide_promotion(
+    candidate: Mapping[str, Mapping[str, Any]],
+    production: Mapping[str, Mapping[str, Any]] | None,
+    floor: Mapping[str, Mapping[str, Any]],
+    metric: str = "mae",
+) -> dict[str, Any]:
+    """The promotion decision for a whole model version (every series must pass).
+
+    ``candidate``, ``production`` and ``floor`` map series -> scores on that series' holdout.
+    Returns ``{"promote": bool, "metric", "reasons": [str], "series": {series: {...}}}``; a series
+    the production pointer lacks is compared with the floor only.
+    """
+    if not candidate:
+        raise ValueError("no candidate scores")
+    reasons: list[str] = []
+    per_series: dict[str, Any] = {}
+    for series in sorted(candidate):
+        if series not in floor:
+            raise ValueError(f"no floor scores for series {series!r}")
+        current = None if production is None else production.get(series)
+        passed = is_better(candidate[series], current, floor[series], metric)
+        per_series[series] = {
+            "candidate": float(candidate[series][metric]),
+            "production": None if current is None else float(current[metric]),
+            "floor": float(floor[series][metric]),
+            "passed": passed,
+        }
+        if not passed:
+            beaten_by = [
+                role
+                for role, other in (("floor", floor[series]), ("production", current))
+                if other is not None and not float(candidate[series][metric]) < float(other[metric])
+            ]
+            reasons.append(
+                f"{series}: candidate {metric} {float(candidate[series][metric]):.3f} does not beat "
+                + ", ".join(
+                    f"{role} {float((floor if role == 'floor' else production)[series][metric]):.3f}"
+                    for role in beaten_by or ["floor"]
+                )
+            )
+    return {"promote": not reasons, "metric": metric, "reasons": reasons, "series": per_series}

@@ -343,3 +343,28 @@ def write_csv(
         line = ",".join(RAW_COLUMNS) + "\n"
         path_or_file.write(line if text_mode else line.encode("utf-8"))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m r3e_testbed.pipeline.generate OUTPUT [--scale S] [--seed N] [--start D] [--days N]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m r3e_testbed.pipeline.generate",
+        description="Write seeded synthetic readings in the layout of IOT-temp.csv.",
+    )
+    parser.add_argument("output", type=Path, help="the CSV file to write")
+    parser.add_argument("--scale", type=float, default=1.0, help="1 = the original's 97,606 rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", default=DEFAULT_START, help="first day, YYYY-MM-DD")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
+    args = parser.parse_args(argv)
+    if args.scale <= 0 or args.days < 1:
+        parser.error("--scale must be positive and --days at least 1")
+    rows = write_csv(args.output, args.scale, args.seed, start=args.start, days=args.days)
+    print(f"{args.output}: {rows:,} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -339,3 +339,64 @@ def baseline_from_bytes(data: bytes) -> BaselineModel:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"malformed baseline model: {error}") from error
+
+
+# --- Either model by its kind --------------------------------------------------------------------
+#
+# The registry stores each series' model with its kind; the deploy DAG, the batch forecast and the
+# forecast service load and use it through these four functions without caring which kind it is.
+
+#: The kinds of model a model version can hold per series.
+MODEL_KINDS: tuple[str, ...] = ("prophet", "baseline")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {list(MODEL_KINDS)}")
+
+
+def train_model(kind: str, frame: pd.DataFrame) -> Any:
+    """Fit a model of ``kind`` on one series (``ds``, ``y``)."""
+    _check_kind(kind)
+    return train_prophet(frame) if kind == "prophet" else train_baseline(frame)
+
+
+def model_to_bytes(kind: str, model: Any) -> bytes:
+    """A fitted model of ``kind`` as UTF-8 JSON."""
+    _check_kind(kind)
+    return prophet_to_bytes(model) if kind == "prophet" else baseline_to_bytes(model)
+
+
+def model_from_bytes(kind: str, data: bytes) -> Any:
+    """The model of ``kind`` that ``model_to_bytes`` wrote; ``ValueError`` if it is not one."""
+    _check_kind(kind)
+    if kind == "baseline":
+        return baseline_from_bytes(data)
+    try:
+        return prophet_from_bytes(data)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"not a serialized Prophet model: {error}") from error
+
+
+def predict_model(kind: str, model: Any, dates: Iterable) -> pd.DataFrame:
+    """``ds`` and ``yhat`` of a model of ``kind`` at the given dates."""
+    _check_kind(kind)
+    if kind == "prophet":
+        return predict_prophet(model, dates)[["ds", "yhat"]]
+    return forecast_baseline(model, dates)
+
+
+def model_last_day(kind: str, model: Any) -> pd.Timestamp:
+    """The last day the model was trained on (forecasts start the day after)."""
+    _check_kind(kind)
+    if kind == "prophet":
+        return pd.Timestamp(model.history_dates.max()).normalize()
+    return pd.Timestamp(model.last_day).normalize()
+
+
+def forecast_model(kind: str, model: Any, days: int) -> pd.DataFrame:
+    """``ds`` and ``yhat`` for the ``days`` days after the model's last training day."""
+    if isinstance(days, bool) or not isinstance(days, int | np.integer) or days < 1:
+        raise ValueError(f"days must be a positive integer; got {days!r}")
+    start = model_last_day(kind, model) + pd.Timedelta(days=1)
+    return predict_model(kind, model, pd.date_range(start, periods=int(days), freq="D"))

@@ -1,0 +1,158 @@
+"""Ingest one raw object: stream it in chunks, validate, write clean Parquet parts and quarantine.
+
+``ingest_object`` reads the raw CSV from one :class:`~r3e_testbed.pipeline.registry.ObjectStore`
+a block at a time (never the whole object), validates each chunk, and writes to another store,
+under ``out_prefix``::
+
+    clean/<out_prefix>/part-00000.parquet        the valid rows of chunk 0 (CLEAN_COLUMNS)
+    quarantine/<out_prefix>/rows-00000.csv       chunk 0's bad rows, each with its reasons
+    quarantine/<out_prefix>/report.json          counts per reason, examples, the verdict
+
+The report is written whatever happens, also when the file as a whole is refused: the
+``DataFileError`` is re-raised after it, so a failed run leaves the reason in the store. Every part
+is one object written by one PUT; re-running on the same object rewrites the same parts with the
+same content, and the caller hands on the list of parts it wrote, so no stale part is ever read.
+
+``daily_from_parts`` reads the clean parts back one at a time into daily means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from r3e_testbed.pipeline.load import DEFAULT_CHUNK_ROWS, DataFileError, iter_raw_chunks
+from r3e_testbed.pipeline.preprocess import DailyAccumulator
+from r3e_testbed.pipeline.registry import ObjectStore
+from r3e_testbed.pipeline.validate import DEFAULT_MAX_BAD_FRACTION, ValidationResult, validate_file
+
+CLEAN_ROOT = "clean"
+QUARANTINE_ROOT = "quarantine"
+
+
+class HashingReader:
+    """A binary stream that hashes (SHA-256) and counts everything read through it."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        if isinstance(data, str):
+            raise TypeError("HashingReader needs a binary stream")
+        self._digest.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        close = getattr(self._handle, "close", None)
+        if close is not None:
+            close()
+
+
+def output_prefix(key: str, etag: str) -> str:
+    """``<key>/<etag>``: where the outputs of one version of one raw object go."""
+    if not key or key.endswith("/") or ".." in key.split("/"):
+        raise ValueError(f"bad raw object key {key!r}")
+    tag = etag.strip('"')
+    if not tag or "/" in tag:
+        raise ValueError(f"bad ETag {etag!r}")
+    return f"{key}/{tag}"
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def ingest_object(
+    source: ObjectStore,
+    key: str,
+    target: ObjectStore,
+    out_prefix: str,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> dict[str, Any]:
+    """Validate the raw object ``key`` of ``source`` chunk by chunk into ``target``.
+
+    Returns the validation summary plus ``sha256`` and ``bytes`` of the raw object, ``clean_parts``
+    and ``quarantine_parts`` (keys in ``target``) and ``report`` (the report's key). Raises
+    :class:`DataFileError` (after writing the report) if the file is unusable, ``KeyError`` if
+    the object does not exist.
+    """
+    clean_parts: list[str] = []
+    quarantine_parts: list[str] = []
+    report_key = f"{QUARANTINE_ROOT}/{out_prefix}/report.json"
+    chunks = 0
+    # Counted here too: when the file is refused, validate_file raises instead of returning its counts.
+    counts: dict[str, Any] = {"rows": 0, "clean_rows": 0, "quarantined_rows": 0, "reason_counts": Counter()}
+
+    def write(result: ValidationResult) -> None:
+        nonlocal chunks
+        number, chunks = chunks, chunks + 1
+        counts["rows"] += result.rows
+        counts["clean_rows"] += len(result.clean)
+        counts["quarantined_rows"] += result.quarantined
+        counts["reason_counts"].update(result.reason_counts)
+        if len(result.clean):
+            part = f"{CLEAN_ROOT}/{out_prefix}/part-{number:05d}.parquet"
+            target.put(part, _parquet(result.clean.reset_index(drop=True)))
+            clean_parts.append(part)
+        if result.quarantined:
+            part = f"{QUARANTINE_ROOT}/{out_prefix}/rows-{number:05d}.csv"
+            target.put(part, result.quarantine.to_csv(index=False).encode("utf-8"))
+            quarantine_parts.append(part)
+
+    stream = HashingReader(source.open(key))
+    report: dict[str, Any] = {"source": key, "verdict": "accepted", "error": None}
+    try:
+        try:
+            reader = iter_raw_chunks(stream, chunk_rows)  # checks the file as a whole first
+            summary = validate_file(
+                reader, max_bad_fraction=max_bad_fraction, on_result=write, name=key
+            ).summary()
+            report.update(summary)
+        except DataFileError as error:
+            report.update({**counts, "reason_counts": dict(counts["reason_counts"].most_common())})
+            report.update({"verdict": "refused", "error": str(error), "chunks": chunks})
+            raise
+        finally:
+            while stream.read(1 << 20):  # hash the whole object, also when refused early
+                pass
+            report.update(
+                {
+                    "sha256": stream.sha256,
+                    "bytes": stream.bytes_read,
+                    "clean_parts": clean_parts,
+                    "quarantine_parts": quarantine_parts,
+                }
+            )
+            target.put(report_key, json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+    finally:
+        stream.close()
+    return {**report, "report": report_key}
+
+
+def daily_from_parts(store: ObjectStore, parts: Iterable[str]) -> pd.DataFrame:
+    """Daily means (``preprocess.DailyAccumulator``) of the clean Parquet parts, one part at a time."""
+    accumulator = DailyAccumulator()
+    for part in parts:
+        accumulator.add(pd.read_parquet(io.BytesIO(store.get(part))))
+    return accumulator.daily()
