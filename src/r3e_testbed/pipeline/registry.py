@@ -293,12 +293,17 @@ def read_manifest(store: ObjectStore, version: str, *, missing_ok: bool = False)
         if missing_ok:
             return None
         raise RegistryError(f"model version {version!r} is not registered (no manifest)") from None
+    return _tagged_document(data, MANIFEST_FORMAT, f"manifest of {version!r}")
+
+
+def _tagged_document(data: bytes, format_tag: str, what: str) -> dict[str, Any]:
+    """A registry JSON document carrying ``format_tag``; ``RegistryError`` naming ``what`` if not."""
     try:
         document = json.loads(data)
     except json.JSONDecodeError as error:
-        raise RegistryError(f"manifest of {version!r} is not JSON: {error}") from error
-    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
-        raise RegistryError(f"manifest of {version!r} has no {MANIFEST_FORMAT!r} format tag")
+        raise RegistryError(f"{what} is not JSON: {error}") from error
+    if not isinstance(document, dict) or document.get("format") != format_tag:
+        raise RegistryError(f"{what} has no {format_tag!r} format tag")
     return document
 
 
@@ -336,13 +341,7 @@ def read_production(store: ObjectStore) -> dict[str, Any] | None:
         data = store.get(PRODUCTION_KEY)
     except KeyError:
         return None
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as error:
-        raise RegistryError(f"{PRODUCTION_KEY} is not JSON: {error}") from error
-    if not isinstance(document, dict) or document.get("format") != POINTER_FORMAT:
-        raise RegistryError(f"{PRODUCTION_KEY} has no {POINTER_FORMAT!r} format tag")
-    return document
+    return _tagged_document(data, POINTER_FORMAT, PRODUCTION_KEY)
 
 
 def production_models(store: ObjectStore, pointer: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
