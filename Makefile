@@ -4,6 +4,9 @@
 #   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested,
 #                   then one pipeline run (upload -> train -> deploy) with its metrics
 #   make down       destroy them (and the network Vagrant made for them)
+#   make r3e        the R3E experiments against the hosts of `make up`: every fault and bad
+#                   input of experiments/, 20 repeated runs, defaults vs tuned, the robustness
+#                   curve; writes reports/<timestamp>/report.html (R3E_ARGS adds options)
 #   make test       all tests: lint, unit, molecule (each stage prints its duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
 #   make unit       the Python package's unit tests
@@ -33,7 +36,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 WITH_DOCKER = docker info >/dev/null 2>&1 || ! command -v podman >/dev/null || export PATH="$(CURDIR)/tools/podman-docker:$$PATH";
 VAGRANT = $(WITH_DOCKER) VAGRANT_DEFAULT_PROVIDER=$(PROVIDER) vagrant
 
-.PHONY: help deps venv image up provision info down validate test lint unit molecule
+.PHONY: help deps venv image up provision info down r3e validate test lint unit molecule
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -49,7 +52,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml roles/airflow/files/constrai
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --constraint roles/airflow/files/constraints.txt -e ".[pipeline]"
+	$(VENV)/bin/pip install -q --constraint roles/airflow/files/constraints.txt -e ".[pipeline,experiments]"
 	touch $@
 
 # The base image of the container hosts (skipped when it exists). It is built with
@@ -91,6 +94,10 @@ ifeq ($(PROVIDER),docker)
 	@$(WITH_DOCKER) net="vagrant_network_$(R3E_SUBNET).0/24"; \
 	if docker network inspect "$$net" >/dev/null 2>&1; then docker network rm "$$net"; fi
 endif
+
+# Any inventory works the same: r3e run -i inventories/<name>/hosts.yml (r3e --help).
+r3e: venv
+	$(WITH_DOCKER) r3e run -i $(VAGRANT_INVENTORY) $(R3E_ARGS)
 
 # Offline checks. `-p` skips provider settings; libvirt's are checked through the
 # vagrant-libvirt plugin (no libvirtd needed). Vagrant refuses to look at VirtualBox

@@ -7,9 +7,10 @@
 #                      hybrid cgroups, so containers.conf selects runc)
 #   debootstrap        builds the base image (images/build.sh)
 #   python3-venv       the controller's tools in .venv (make venv)
+#   chromium           the R3E report's rendering test opens the page in a headless browser
 set -euo pipefail
 
-packages=(vagrant vagrant-libvirt podman runc debootstrap python3-venv make)
+packages=(vagrant vagrant-libvirt podman runc debootstrap python3-venv make chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -121,3 +121,10 @@ def test_the_object_is_read_in_blocks_not_whole(store, monkeypatch):
 def test_a_missing_object_raises_key_error(store):
     with pytest.raises(KeyError):
         ingest.ingest_object(store, "raw/none.csv", store, "raw/none.csv/e6")
+
+
+def test_a_refused_file_is_named_by_its_key_in_the_message(tmp_path):
+    store = DirectoryStore(tmp_path)
+    store.put("raw/empty.csv", b"")
+    with pytest.raises(DataFileError, match=r"^raw/empty\.csv: the file is empty"):
+        ingest.ingest_object(store, "raw/empty.csv", store, "raw/empty.csv/e")

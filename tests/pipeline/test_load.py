@@ -170,10 +170,10 @@ def test_header_only_gives_no_rows() -> None:
     assert chunks_of(HEADER.rstrip(b"\n")) == []
 
 
-def test_truncated_last_line_is_a_row_not_a_file_error() -> None:
-    data = HEADER + ROW + b"__export__.temp_log_196131_7bca51bc,Room Admin,08-12-20"
+def test_a_short_row_inside_the_file_is_a_row_not_a_file_error() -> None:
+    data = HEADER + ROW + b"__export__.temp_log_196131_7bca51bc,Room Admin,08-12-20\n" + ROW
     (chunk,) = chunks_of(data)
-    assert len(chunk) == 2
+    assert len(chunk) == 3
     assert chunk.iloc[1].tolist() == ["__export__.temp_log_196131_7bca51bc", "Room Admin", "08-12-20", "", ""]
 
 
@@ -239,3 +239,24 @@ def test_streams_a_scale_2_file_in_bounded_chunks_and_reads() -> None:
     # Never the whole object at once: every read asks for at most one block.
     assert len(source.getvalue()) > 10 * load.BLOCK_SIZE
     assert all(size is not None and 0 < size <= load.BLOCK_SIZE for size in source.sizes)
+
+
+def _generated(rows_scale: float = 0.01) -> bytes:
+    buffer = io.BytesIO()
+    write_csv(buffer, rows_scale, seed=3)
+    return buffer.getvalue()
+
+
+def test_a_file_cut_inside_its_last_row_is_refused_as_truncated() -> None:
+    data = _generated()
+    cut = data[: data.rindex(b",", 0, len(data) - 2)]  # inside the last row, before its last field
+    with pytest.raises(DataFileError, match=r"looks truncated: its last line \(row \d+\) has no line end"):
+        list(iter_raw_chunks(io.BytesIO(cut), chunk_rows=50))
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 50_000])
+def test_a_complete_last_row_without_a_line_end_is_fine(chunk_rows: int) -> None:
+    data = _generated()
+    whole = read_raw(io.BytesIO(data))
+    unterminated = pd.concat(list(iter_raw_chunks(io.BytesIO(data.rstrip(b"\r\n")), chunk_rows=chunk_rows)))
+    assert len(unterminated) == len(whole)

@@ -201,8 +201,8 @@ def test_lines_with_too_many_fields_are_quarantined() -> None:
     assert result.reason_counts == {FIELDS_CODE: 1}
 
 
-def test_truncated_last_line_is_quarantined() -> None:
-    data = (HEADER + ",".join(good(1)) + "\n__export__.temp_log_2_00000000,Room Admin,08-12-20").encode()
+def test_a_short_row_is_quarantined_naming_each_missing_field() -> None:
+    data = (HEADER + ",".join(good(1)) + "\n__export__.temp_log_2_00000000,Room Admin,08-12-20\n").encode()
     result = validate_chunk(read_raw(io.BytesIO(data)))
     assert len(result.clean) == 1
     assert result.quarantine["reason"].tolist() == [

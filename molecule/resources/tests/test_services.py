@@ -10,14 +10,19 @@ import pytest
 UNITS = {
     "databases": ["postgresql@15-main"],
     "brokers": ["redis-server"],
-    "object_stores": ["seaweedfs-master", "seaweedfs-volume", "seaweedfs-filer", "seaweedfs-s3"],
+    "object_stores": [
+        "seaweedfs-master",
+        "seaweedfs-volume",
+        "seaweedfs-filer",
+        "seaweedfs-s3",
+        "r3e-event-bridge",
+    ],
     "airflow_control": [
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
         "r3e-forecast",
-        "r3e-event-bridge",
     ],
     "airflow_workers": ["airflow-worker"],
 }
@@ -116,6 +121,19 @@ def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring):
     on_network = {port for address, port in listening(node) if address == node_address}
     s3_port = wiring["object_store_port"]
     assert on_network == {s3_port, s3_port + 10000}
+
+
+@pytest.mark.group("object_stores")
+def test_the_event_bridge_takes_webhooks_on_loopback_and_only_with_the_token(node, wiring):
+    """The filer posts to the bridge over loopback; anything else posting there needs the token."""
+    port = wiring["event_bridge_port"]
+    assert {address for address, p in listening(node) if p == port} == {"127.0.0.1"}
+    status = node.check_output(
+        "curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Content-Type: application/json' "
+        "-d '{}' http://127.0.0.1:%s/events/seaweedfs",
+        str(port),
+    )
+    assert status == "401"
 
 
 @pytest.mark.group("databases")

@@ -37,10 +37,14 @@ QUARANTINE_ROOT = "quarantine"
 
 
 class HashingReader:
-    """A binary stream that hashes (SHA-256) and counts everything read through it."""
+    """A binary stream that hashes (SHA-256) and counts everything read through it.
 
-    def __init__(self, handle: Any) -> None:
+    ``name`` (the object's key) is what error messages call the stream.
+    """
+
+    def __init__(self, handle: Any, name: str | None = None) -> None:
         self._handle = handle
+        self.name = name or getattr(handle, "name", None)
         self._digest = hashlib.sha256()
         self.bytes_read = 0
 
@@ -120,7 +124,7 @@ def ingest_object(
             target.put(part, result.quarantine.to_csv(index=False).encode("utf-8"))
             quarantine_parts.append(part)
 
-    stream = HashingReader(source.open(key))
+    stream = HashingReader(source.open(key), name=key)
     report: dict[str, Any] = {"source": key, "verdict": "accepted", "error": None}
     try:
         try:

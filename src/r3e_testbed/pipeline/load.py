@@ -20,7 +20,8 @@ The file as a whole is checked when the reader is created, before any row is par
 
 Row-level damage is *not* fatal for the file; it is left to validation to quarantine:
 
-* a short row (e.g. a truncated last line) comes through with the missing fields as ``""``;
+* a short row comes through with the missing fields as ``""``; a short *last* row without a
+  line end is a file cut off, and fatal (the rows after the cut are missing too);
 * a row with more fields than the header cannot be parsed into columns: pandas skips it, and
   the reader records it in the chunk's ``attrs["bad_lines"]`` as ``(line_number, message)``
   pairs (line numbers are 1-based physical lines, the header is line 1), which
@@ -89,6 +90,7 @@ class _Utf8Text(io.TextIOBase):
         self._offset = 0  # bytes consumed from raw
         self._lines = 1  # line number at self._offset
         self._eof = False
+        self.last_char = ""  # of everything decoded: a complete file ends with "\n"
 
     def readable(self) -> bool:
         return True
@@ -107,6 +109,7 @@ class _Utf8Text(io.TextIOBase):
             ) from None
         self._offset += len(data)
         self._lines += data.count(b"\n")
+        self.last_char = text[-1:] or self.last_char
         return text
 
     def read_block(self) -> str:
@@ -146,6 +149,7 @@ class _PlainText(_Utf8Text):
         text = self._raw.read(self._block_size)
         if not text:
             self._eof = True
+        self.last_char = text[-1:] or self.last_char
         return text
 
 
@@ -282,6 +286,7 @@ class RawCsvReader(Iterator[pd.DataFrame]):
                     chunk = self._parser.get_chunk(self.chunk_rows)
         except StopIteration:
             self.close()
+            self._check_complete()
             raise
         except DataFileError:
             self.close()
@@ -303,9 +308,24 @@ class RawCsvReader(Iterator[pd.DataFrame]):
         chunk = chunk[list(RAW_COLUMNS)]
         chunk.index = pd.RangeIndex(self.rows, self.rows + len(chunk))
         chunk.attrs["bad_lines"] = bad
+        if len(chunk):
+            self._last_row = chunk.iloc[-1]
         self.rows += len(chunk)
         self.bad_lines += len(bad)
         return chunk
+
+    def _check_complete(self) -> None:
+        """A last line without a line end that lacks fields is a file cut off, not one bad row:
+        the rows after the cut are missing too, and nothing else would tell."""
+        last = getattr(self, "_last_row", None)
+        if last is None or self._text.last_char in ("\n", "\r"):
+            return
+        empty = [column for column in RAW_COLUMNS if not str(last[column]).strip()]
+        if empty:
+            raise DataFileError(
+                f"{self.name}: the file looks truncated: its last line (row {self.rows}) has no line end "
+                f"and no {', '.join(empty)}; send the complete file again"
+            )
 
     def close(self) -> None:
         parser = getattr(self, "_parser", None)
