@@ -191,13 +191,22 @@ class Injector:
         own = self.stack.endpoints.host_named(task_hostname) if task_hostname else None
         return [own] if own in hosts else hosts[:1]
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The scenario's parameters, plus what only the inventory knows."""
+        params = dict(self.scenario.fault.params)
+        if self.scenario.fault.type == "isolate_worker":  # cut off from every other host
+            addresses = self.stack.endpoints.addresses
+            params["isolate_from"] = sorted({a for h, a in addresses.items() if h not in self.hosts})
+        return params
+
     def _inject_then_revert(self, delay: float) -> None:
         fault = self.scenario.fault
         try:
             if delay and self._cancel.wait(delay):
                 return
             self.progress(f"inject {fault.type} on {', '.join(self.hosts)}")
-            self.stack.fault(fault.type, "inject", self.hosts, fault.duration_s, fault.params)
+            self.stack.fault(fault.type, "inject", self.hosts, fault.duration_s, self.params)
             self.injected_at = time.time()
             if fault.duration_s > 0:
                 self._cancel.wait(fault.duration_s)
@@ -217,7 +226,7 @@ class Injector:
         if fault.duration_s <= 0 or self.reverted_at is not None or self.injected_at is None:
             return
         self.progress(f"revert {fault.type} on {', '.join(self.hosts)}")
-        self.stack.fault(fault.type, "revert", self.hosts, fault.duration_s, fault.params)
+        self.stack.fault(fault.type, "revert", self.hosts, fault.duration_s, self.params)
         self.reverted_at = time.time()
 
     def finish(self) -> None:
