@@ -73,3 +73,8 @@ def test_nothing_recovered_when_the_affected_task_never_succeeds():
 def test_every_disturbed_state_is_a_detection(state):
     ticks = [tick(0, ti("a", "running")), tick(3, ti("a", state))]
     assert detect_and_recover(ticks, 1, 1, {("a", -1)})[0] == 3
+
+
+def test_a_disturbance_after_recovery_is_not_the_faults_detection():
+    ticks = [tick(0, ti("a", "running")), tick(5, ti("a", "success")), tick(9, ti("a", "success"), healthy=False)]
+    assert detect_and_recover(ticks, 1, 1, {("a", -1)}) == (None, 5)

@@ -101,19 +101,23 @@ class Watch:
     dag_id: str
     run_id: str
     ticks: list[Tick] = field(default_factory=list)
+    last_run: dict[str, Any] = field(default_factory=dict)  # the run as last seen
 
     def observe(self) -> Tick:
-        airflow = self.stack.airflow
+        """One observation; a call the api-server does not answer is not retried (that is data)."""
+        airflow, at = self.stack.airflow, time.time()
+        is_healthy = healthy(airflow.health())
         try:
-            run_state = airflow.run(self.dag_id, self.run_id)["state"]
-            task_instances = airflow.task_instances(self.dag_id, self.run_id)
+            run = airflow.run(self.dag_id, self.run_id, patience_s=0)
+            task_instances = airflow.task_instances(self.dag_id, self.run_id, patience_s=0)
+            self.last_run, run_state = run, run["state"]
         except StackError:
             run_state, task_instances = None, []
         tick = Tick(
-            at=time.time(),
+            at=at,
             run_state=run_state,
             task_instances=task_instances,
-            healthy=healthy(airflow.health()),
+            healthy=is_healthy and run_state is not None,
             served=self.stack.forecast() is not None,
         )
         self.ticks.append(tick)
@@ -271,6 +275,8 @@ def detect_and_recover(
                 )
             if done:
                 recovered = tick.at
+    if detected is not None and recovered is not None and detected > recovered:
+        detected = None  # a later hiccup, not this fault: it was never noticed before recovery
     return detected, recovered
 
 
@@ -285,12 +291,10 @@ def run_fault(
     progress(f"{workload.dag_id} {run_id} started")
     watch, injector = Watch(stack, workload.dag_id, run_id), Injector(stack, scenario, progress)
     deadline = time.time() + RUN_TIMEOUT_S + fault.duration_s
-    run: dict[str, Any] = {}
     try:
         while time.time() < deadline:
             tick = watch.observe()
-            run = stack.airflow.run(workload.dag_id, run_id) if tick.run_state else run
-            injector.consider(tick, _epoch(run.get("start_date")))
+            injector.consider(tick, _epoch(watch.last_run.get("start_date")))
             injector.mark_affected(tick)
             if tick.run_state in TERMINAL and (injector.done or injector.started_at is None):
                 break

@@ -112,8 +112,17 @@ class AirflowClient:
         response.raise_for_status()
         self._session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
-    def request(self, method: str, path: str, ok: Sequence[int] = (200,), **kwargs: Any) -> requests.Response:
-        deadline = time.monotonic() + self.patience_s
+    def request(
+        self,
+        method: str,
+        path: str,
+        ok: Sequence[int] = (200,),
+        patience_s: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """The answer; retried while the api-server does not answer, for ``patience_s`` (0: once)."""
+        patience = self.patience_s if patience_s is None else patience_s
+        deadline = time.monotonic() + patience
         while True:
             try:
                 if "Authorization" not in self._session.headers:
@@ -133,11 +142,11 @@ class AirflowClient:
                 self._session.headers.pop("Authorization", None)
                 problem = str(error)
             if time.monotonic() > deadline:
-                raise StackError(f"{method} {path}: no answer for {self.patience_s:.0f} s ({problem})")
+                raise StackError(f"{method} {path}: no answer for {patience:.0f} s ({problem})")
             time.sleep(2)
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params).json()
+    def get(self, path: str, patience_s: float | None = None, **params: Any) -> Any:
+        return self.request("GET", path, patience_s=patience_s, params=params).json()
 
     def health(self) -> dict[str, Any] | None:
         """The monitor health document, or None when the api-server does not answer right now."""
@@ -151,11 +160,14 @@ class AirflowClient:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()
 
-    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    def run(self, dag_id: str, run_id: str, patience_s: float | None = None) -> dict[str, Any]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", patience_s=patience_s)
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)["task_instances"]
+    def task_instances(
+        self, dag_id: str, run_id: str, patience_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return self.get(path, patience_s=patience_s, limit=1000)["task_instances"]
 
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict[str, Any]]:
         """Every try of one task instance, the current one included."""
