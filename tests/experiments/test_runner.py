@@ -76,5 +76,9 @@ def test_every_disturbed_state_is_a_detection(state):
 
 
 def test_a_disturbance_after_recovery_is_not_the_faults_detection():
-    ticks = [tick(0, ti("a", "running")), tick(5, ti("a", "success")), tick(9, ti("a", "success"), healthy=False)]
+    ticks = [
+        tick(0, ti("a", "running")),
+        tick(5, ti("a", "success")),
+        tick(9, ti("a", "success"), healthy=False),
+    ]
     assert detect_and_recover(ticks, 1, 1, {("a", -1)}) == (None, 5)
