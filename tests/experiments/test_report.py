@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from r3e_testbed.experiments.report import write_report
-from r3e_testbed.experiments.results import Results
+from r3e_testbed.experiments.results import Results, empty_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOSTILE = '<script>alert("owned")</script> stop-object-store'
@@ -318,15 +318,7 @@ def test_figures_without_data_are_skipped_and_the_page_says_so(results, tmp_path
 
 
 def test_results_without_any_measurement_still_make_a_page(tmp_path):
-    empty = {
-        "created_at": "2025-11-24T12:00:00+00:00",
-        "fingerprint": {},
-        "faults": [],
-        "inputs": [],
-        "robustness_curve": [],
-        "reliability": None,
-        "tuning": [],
-    }
+    empty = empty_results("2025-11-24T12:00:00+00:00")
     page = write_report(empty, tmp_path).read_text(encoding="utf-8")
     assert not list((tmp_path / "figures").iterdir())
     assert set(parse(page).skipped) == {

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .results import Reliability, ReliabilityRun, Results, TuningResult
+from .results import Reliability, ReliabilityRun, Results, TuningResult, empty_results
 from .scenario import FaultScenario, InputScenario, ScenarioError, Workload, load_scenarios
 from .stack import PROJECT_ROOT, Stack, StackError, read_endpoints
 
@@ -81,15 +81,7 @@ def run(
         raise typer.Exit(1) from None
     stack = Stack(endpoints, inventory)
     created = dt.datetime.now(dt.UTC)
-    results: Results = {
-        "created_at": created.isoformat(timespec="seconds"),
-        "fingerprint": {},
-        "faults": [],
-        "inputs": [],
-        "robustness_curve": [],
-        "reliability": None,
-        "tuning": [],
-    }
+    results = empty_results(created.isoformat(timespec="seconds"))
     steps = len(faults) + len(inputs) + curve + bool(reliability_runs) + tuning
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -118,3 +118,16 @@ class Results(TypedDict):
     reliability: Reliability | None
     tuning: list[TuningResult]
     elasticity: NotRequired[dict]  # issue 5's benchmark figures, when present
+
+
+def empty_results(created_at: str) -> Results:
+    """Results with nothing measured yet: what a run starts from and fills in."""
+    return Results(
+        created_at=created_at,
+        fingerprint={},
+        faults=[],
+        inputs=[],
+        robustness_curve=[],
+        reliability=None,
+        tuning=[],
+    )
