@@ -146,11 +146,11 @@ def reliability(stack: Stack, workload: Workload, runs: int, say) -> Reliability
         )
         say(f"reliability run {number + 1}/{runs}: {run['state']} in {measured[-1]['duration_s']} s")
     durations = sorted(r["duration_s"] for r in measured if r["duration_s"] is not None)
-    names = sorted({name for r in measured for name in _flat(r["metrics"])})
+    flat = [_flat(r["metrics"]) for r in measured]  # "<series>.<metric>" -> value, per run
     variance = {
         name: statistics.pvariance(values)
-        for name in names
-        if len(values := [_flat(r["metrics"])[name] for r in measured if name in _flat(r["metrics"])]) > 1
+        for name in sorted({name for scores in flat for name in scores})
+        if len(values := [scores[name] for scores in flat if name in scores]) > 1
     }
     return Reliability(
         runs=measured,

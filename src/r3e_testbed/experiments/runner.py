@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -488,8 +489,6 @@ def run_input(stack: Stack, scenario: InputScenario, progress: Progress) -> Inpu
 
 
 def _ingest_report(stack: Stack, bucket: str, key: str, etag: str) -> dict[str, Any] | None:
-    import json
-
     report_key = f"quarantine/{output_prefix(key, etag)}/report.json"
     try:
         return json.loads(stack.s3.get_object(Bucket=bucket, Key=report_key)["Body"].read())
