@@ -7,6 +7,8 @@
 #   make r3e        the R3E experiments against the hosts of `make up`: every fault and bad
 #                   input of experiments/, 20 repeated runs, defaults vs tuned, the robustness
 #                   curve; writes reports/<timestamp>/report.html (R3E_ARGS adds options)
+#   make bench      the benchmarks: ingest memory and speed (local), then elasticity against
+#                   the hosts of `make up` (BENCH_INVENTORY=<inventory> for others)
 #   make test       all tests: lint, unit, molecule (each stage prints its duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
 #   make unit       the Python package's unit tests
@@ -36,7 +38,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 WITH_DOCKER = docker info >/dev/null 2>&1 || ! command -v podman >/dev/null || export PATH="$(CURDIR)/tools/podman-docker:$$PATH";
 VAGRANT = $(WITH_DOCKER) VAGRANT_DEFAULT_PROVIDER=$(PROVIDER) vagrant
 
-.PHONY: help deps venv image up provision info down r3e validate test lint unit molecule
+.PHONY: help deps venv image up provision info down r3e bench validate test lint unit molecule
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -98,6 +100,12 @@ endif
 # Any inventory works the same: r3e run -i inventories/<name>/hosts.yml (r3e --help).
 r3e: venv
 	$(WITH_DOCKER) r3e run -i $(VAGRANT_INVENTORY) $(R3E_ARGS)
+
+# Figures, not pass/fail tests (benchmarks/README.md says what each one measures).
+BENCH_INVENTORY ?= $(VAGRANT_INVENTORY)
+bench: venv
+	python benchmarks/ingest.py --json reports/bench-ingest.json
+	$(WITH_DOCKER) python benchmarks/elasticity.py -i $(BENCH_INVENTORY) --json reports/bench-elasticity.json
 
 # Offline checks. `-p` skips provider settings; libvirt's are checked through the
 # vagrant-libvirt plugin (no libvirtd needed). Vagrant refuses to look at VirtualBox

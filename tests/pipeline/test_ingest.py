@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from r3e_testbed.pipeline import ingest
+from r3e_testbed.pipeline import ingest, validate
 from r3e_testbed.pipeline.generate import generate_readings, write_csv
 from r3e_testbed.pipeline.load import DataFileError
 from r3e_testbed.pipeline.preprocess import daily_series
@@ -108,6 +108,22 @@ def test_a_mostly_bad_file_is_refused_after_quarantining(store):
     assert report["verdict"] == "refused"
     assert report["quarantined_rows"] == report["rows"] > 0
     assert report["quarantine_parts"] and store.keys("clean/") == []
+
+
+def test_a_failure_that_is_not_the_files_fault_is_reported_as_failed(store, monkeypatch):
+    store.put("raw/f.csv", raw_bytes(5))
+    monkeypatch.setattr(validate, "DEFAULT_SEEN_MEMORY_KEYS", 10)  # the duplicate check goes to disk
+
+    def disk_full(self, keys):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(validate.SeenReadings, "_append", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ingest.ingest_object(store, "raw/f.csv", store, "raw/f.csv/e7")
+    report = json.loads(store.get("quarantine/raw/f.csv/e7/report.json"))
+    assert report["verdict"] == "failed"
+    assert report["error"] == "OSError: [Errno 28] No space left on device"
+    assert report["sha256"] == hashlib.sha256(store.get("raw/f.csv")).hexdigest()
 
 
 def test_the_object_is_read_in_blocks_not_whole(store, monkeypatch):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pandera.config import config_context
 
+from r3e_testbed.pipeline import validate
 from r3e_testbed.pipeline.generate import generate_readings, write_csv
 from r3e_testbed.pipeline.load import DataFileError, iter_raw_chunks, read_raw
 from r3e_testbed.pipeline.schema import CLEAN_COLUMNS, CLEAN_DTYPES, DATE_FORMAT, RAW_COLUMNS
@@ -180,6 +181,63 @@ def test_parse_noted_date_equals_the_strict_pandas_parse(dtype) -> None:
     parsed = parse_noted_date(series)
     pd.testing.assert_series_equal(parsed, expected)
     assert parsed.notna().sum() == 5  # the first five
+
+
+def test_dates_parse_as_pandas_parses_them_strictly() -> None:
+    """The byte-level fast path against pandas on dates near and far from the canonical layout."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    fields = [
+        rng.integers(0, 40, n),  # day
+        rng.integers(0, 20, n),  # month
+        rng.choice([0, 1900, 1969, 1970, 2000, 2018, 2020, 2099, 2100, 9999], n),
+        rng.integers(0, 30, n),  # hour
+        rng.integers(0, 70, n),  # minute
+    ]
+    texts = [f"{d:02d}-{m:02d}-{y:04d} {h:02d}:{mi:02d}" for d, m, y, h, mi in zip(*fields, strict=True)]
+    for i in rng.choice(n, n // 10, replace=False):  # a wrong character somewhere
+        at = int(rng.integers(0, 16))
+        texts[i] = texts[i][:at] + str(rng.choice(list("-: /x9٣"))) + texts[i][at + 1 :]
+    texts[:50] = [t.replace("-0", "-", 1) for t in texts[:50]]  # unpadded
+    values = pd.Series(texts, dtype="str").mask(rng.random(n) < 0.01)
+    times, years, month_first = validate._parse_dates(values)
+    day_first = pd.to_datetime(values, format=DATE_FORMAT, errors="coerce")
+    expected = day_first.where(day_first.dt.year.between(1970, 2099)).astype("datetime64[ns]")
+    np.testing.assert_array_equal(times, expected.to_numpy())
+    np.testing.assert_array_equal(years, day_first.dt.year.to_numpy(dtype="float64", na_value=np.nan))
+    other = pd.to_datetime(values, format="%m-%d-%Y %H:%M", errors="coerce")
+    np.testing.assert_array_equal(month_first, (day_first.isna() & other.notna()).to_numpy())
+    assert 0.1 < expected.notna().mean() < 0.9
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["29", "-5", "007", "-0", None, "9007199254740993", "99999999999999999999"],  # whole numbers
+        ["29", "0x1A", "0X1a"],  # hexadecimal: pyarrow's integer cast would take it
+        ["29", "+21", " 29", "29 ", "--5", "-", "1_0", "٢٩", "1e1", "29.5", "inf", "-inf", "nan", ""],
+        [None, None],
+    ],
+)
+def test_parse_numbers_equals_pandas_to_numeric(values: list, dtype) -> None:
+    series = pd.Series(values, dtype=dtype)
+    expected = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    np.testing.assert_array_equal(validate._parse_numbers(series), expected)
+
+
+def test_each_chunk_parses_its_dates_and_temperatures_once(monkeypatch) -> None:
+    calls: list[str] = []
+    for name in ("_parse_dates", "_parse_numbers"):
+        real = getattr(validate, name)
+        monkeypatch.setattr(
+            validate, name, lambda values, real=real, name=name: calls.append(name) or real(values)
+        )
+    rows = [good(1), ("a", "R", "08-13-2018 09:30", "999", "In"), ("b", "R", "x", "hot", "In")]
+    chunks = iter_raw_chunks(io.BytesIO(csv_bytes(raw(*rows * 2))), chunk_rows=3)
+    report = validate_file(chunks, max_bad_fraction=1, max_month_first_fraction=1)
+    assert (report.chunks, report.clean_rows, report.quarantined_rows) == (2, 1, 4)
+    assert sorted(calls) == ["_parse_dates"] * 2 + ["_parse_numbers"] * 2
 
 
 def test_a_month_first_date_with_day_up_to_12_cannot_be_told_apart() -> None:
@@ -386,14 +444,79 @@ def test_refuses_to_run_with_pandera_disabled() -> None:
         validate_chunk(raw(good(1)))
 
 
-def test_seen_readings_behaves_like_a_set() -> None:
+def seen_reference(batches: list[np.ndarray]) -> list[np.ndarray]:
+    """For each batch, which hashes a set would have seen before (earlier batch or earlier in it)."""
+    reference: set[int] = set()
+    masks = []
+    for batch in batches:
+        mask = np.zeros(len(batch), dtype=bool)
+        for i, h in enumerate(batch.tolist()):
+            mask[i] = h in reference
+            reference.add(h)
+        masks.append(mask)
+    return masks
+
+
+@pytest.mark.parametrize("max_memory_keys", [10**6, 300, 1])
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_seen_readings_behaves_like_a_set(
+    max_memory_keys: int, in_time_order: bool, tmp_path: Path, monkeypatch
+) -> None:
+    compactions: list[int] = []
+    compact = SeenReadings._compact
+    monkeypatch.setattr(SeenReadings, "_compact", lambda self: compactions.append(1) or compact(self))
     rng = np.random.default_rng(0)
-    seen, reference = SeenReadings(), set()
-    for _ in range(40):
-        batch = rng.integers(0, 5000, 300, dtype=np.uint64)
-        expected = np.array([int(h) in reference for h in batch])
-        assert (seen.contains(batch) == expected).all()
-        seen.add(batch)
-        reference.update(int(h) for h in batch)
-    assert len(seen) == len(reference)
-    assert len(seen._levels) < 12
+    if in_time_order:  # each batch a little further on, overlapping the one before
+        batches = [rng.integers(100 * b, 100 * b + 400, 300, dtype=np.uint64) for b in range(40)]
+    else:
+        batches = [rng.integers(0, 5000, 300, dtype=np.uint64) for _ in range(40)]
+    seen = SeenReadings(max_memory_keys=max_memory_keys, spill_dir=str(tmp_path))
+    for batch, expected in zip(batches, seen_reference(batches), strict=True):
+        hours = batch.astype(np.int64) // 7  # equal readings are of equal hours
+        if not in_time_order:
+            hours *= 10_000  # spread over centuries: _counted sorts instead of counting in one pass
+        assert (seen.add(hours, batch) == expected).all()
+        assert len(seen._hashes) <= max_memory_keys  # the rest went to disk
+        live = seen._file_keys - seen._dead_keys
+        assert seen._dead_keys <= max(live, max_memory_keys)  # superseded runs are reclaimed
+    assert len(seen) == len(set(np.concatenate(batches).tolist()))
+    assert (seen.filed_hours > 0) == (max_memory_keys < 1000)
+    if max_memory_keys == 300:  # room for the hours two batches share: runs are rewritten out of order only
+        assert bool(compactions) == (not in_time_order)
+    assert list(tmp_path.iterdir()) == []  # the file has no name: nothing to leave behind
+    seen.close()
+    assert seen._file is None
+    assert len(seen) == 0
+
+
+def test_seen_readings_of_a_file_in_time_order_write_each_hour_once(monkeypatch) -> None:
+    reads: list[int] = []
+    read = SeenReadings._read
+    monkeypatch.setattr(SeenReadings, "_read", lambda self, *args: reads.append(1) or read(self, *args))
+    seen = SeenReadings(max_memory_keys=500)
+    batches = [np.arange(100 * b, 100 * b + 150, dtype=np.uint64) for b in range(50)]  # hours 0..712
+    for batch, expected in zip(batches, seen_reference(batches), strict=True):
+        assert (seen.add(batch.astype(np.int64) // 7, batch) == expected).all()
+    assert seen.filed_hours > 500
+    assert reads == []  # never read back
+    assert seen._dead_keys == 0  # nor rewritten
+    assert seen._file_keys + len(seen._hashes) == len(seen)
+    seen.close()
+
+
+def test_duplicates_are_found_when_the_seen_readings_go_to_disk(monkeypatch) -> None:
+    monkeypatch.setattr(validate, "DEFAULT_SEEN_MEMORY_KEYS", 40)
+    filed: list[int] = []
+    file_away = SeenReadings._file_away
+    monkeypatch.setattr(
+        SeenReadings, "_file_away", lambda self: file_away(self) or filed.append(self.filed_hours)
+    )
+    frame = generate_readings(0.3, seed=4, days=20)
+    expected = int(frame.duplicated(["room_id/id", "noted_date", "temp", "out/in"]).sum())
+    shuffled = frame.sample(frac=1.0, random_state=1)  # out of time order: filed hours come back
+    for data in (frame, shuffled):
+        report = validate_file(iter_raw_chunks(io.BytesIO(csv_bytes(data)), chunk_rows=200), collect=True)
+        assert report.duplicates == expected
+        assert report.clean is not None
+        assert not report.clean.duplicated(["room_id", "noted_at", "temp", "location"]).any()
+    assert max(filed) > 100

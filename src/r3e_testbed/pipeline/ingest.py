@@ -9,7 +9,9 @@ under ``out_prefix``::
     quarantine/<out_prefix>/report.json          counts per reason, examples, the verdict
 
 The report is written whatever happens, also when the file as a whole is refused: the
-``DataFileError`` is re-raised after it, so a failed run leaves the reason in the store. Every part
+``DataFileError`` is re-raised after it, so a failed run leaves the reason in the store. Its
+``verdict`` is ``accepted``, ``refused`` (the file is unusable) or ``failed`` (any other error,
+such as a store or disk failure, re-raised too: the file was not judged). Every part
 is one object written by one PUT; re-running on the same object rewrites the same parts with the
 same content, and the caller hands on the list of parts it wrote, so no stale part is ever read.
 
@@ -136,6 +138,12 @@ def ingest_object(
         except DataFileError as error:
             report.update({**counts, "reason_counts": dict(counts["reason_counts"].most_common())})
             report.update({"verdict": "refused", "error": str(error), "chunks": chunks})
+            raise
+        except Exception as error:  # not the file's fault (a store, the disk): no verdict on it
+            report.update({**counts, "reason_counts": dict(counts["reason_counts"].most_common())})
+            report.update(
+                {"verdict": "failed", "error": f"{type(error).__name__}: {error}", "chunks": chunks}
+            )
             raise
         finally:
             while stream.read(1 << 20):  # hash the whole object, also when refused early

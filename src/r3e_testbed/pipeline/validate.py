@@ -2,12 +2,15 @@
 
 Two pandera schemas do the checking (nothing is hand-rolled):
 
-* :data:`RAW_SCHEMA` on the raw text (after blank fields became missing): every field present,
-  ``noted_date`` day-first ``DD-MM-YYYY HH:MM`` (parsed strictly with ``schema.DATE_FORMAT``;
-  unpadded "8-7-2018 9:05" is accepted, 31-04 is not) with a year in ``YEAR_MIN..YEAR_MAX``,
-  ``temp`` a finite number within ``TEMP_MIN..TEMP_MAX``, ``out/in`` exactly "In" or "Out"
-  (case and spaces matter). The checks are pandera ``Check`` objects: built-in ``isin`` and
-  vectorised functions; all run on every row, so a row's reason lists all its problems.
+* :data:`RAW_SCHEMA` on the raw text (after blank fields became missing) and the columns parsed
+  from it: every field present, ``noted_date`` day-first ``DD-MM-YYYY HH:MM`` (parsed strictly
+  with ``schema.DATE_FORMAT``; unpadded "8-7-2018 9:05" is accepted, 31-04 is not) with a year in
+  ``YEAR_MIN..YEAR_MAX``, ``temp`` a finite number within ``TEMP_MIN..TEMP_MAX``, ``out/in``
+  exactly "In" or "Out" (case and spaces matter). The checks are pandera's built-in ``Check``
+  objects (``isin``, ``ne``, ``eq``, ``in_range``); all run on every row, so a row's reason lists
+  all its problems. Each chunk's dates and temperatures are parsed once (:func:`_parse_raw`):
+  the checks run on the parsed columns (the date's layout and year, the temperature's number)
+  and the clean frame is built from the same parsed values.
 * :data:`CLEAN_SCHEMA` on the canonical frame built from the rows that passed: the dtypes of
   ``schema.CLEAN_DTYPES``, ``temp`` within ``TEMP_MIN..TEMP_MAX``, ``location`` In/Out. It is
   the contract of the clean data (later steps may validate their input with it); rows failing
@@ -30,10 +33,15 @@ the rows were quarantined (about 19/31 of a month-first file's rows are).
 
 Duplicates: rows of the same reading (equal ``DUPLICATE_KEY``: room, time, temperature,
 location; ids ignored, since the export repeats readings under new ids) are not bad rows. The
-first occurrence stays in ``clean``, later ones are dropped and counted. Within a chunk this is
-``DataFrame.duplicated``; across chunks :func:`validate_file` keeps a :class:`SeenReadings` set of
-64-bit row hashes (8 bytes per distinct reading: 80 MB for 10 M readings; a false "duplicate"
-needs a 64-bit hash collision, odds about n²/2⁶⁵, 3e-6 at 10 M rows).
+first occurrence stays in ``clean``, later ones are dropped and counted. Readings are compared
+by 64-bit hashes of those four fields: within a chunk alone (:func:`validate_chunk` without
+``seen``) with ``duplicated``; across chunks :func:`validate_file` keeps a :class:`SeenReadings`
+set, one sorted lookup-and-merge per chunk, that holds at most ``DEFAULT_SEEN_MEMORY_KEYS``
+readings in memory (8 MB) and files the rest by the hour of the reading in an anonymous
+temporary file (8 bytes per distinct reading: 80 MB for 10 M; the class says why that is still
+exact). A false "duplicate" needs a 64-bit hash collision, odds about n²/2⁶⁵, 3e-6 at 10 M rows.
+The identity cannot be narrowed to the id to save memory: the export repeats readings under new
+ids (three of the original's first ten rows do), which an id-keyed set would let through.
 
 The reason codes (``*_CODE`` constants) are stable strings, fit for metrics labels: ``<column>:
 missing``, ``noted_date: not day-first DD-MM-YYYY HH:MM``, ``noted_date: month-first, expected
@@ -41,18 +49,19 @@ day-first DD-MM-YYYY HH:MM``, ``noted_date: year outside 1970..2099``, ``temp: n
 ``temp: outside -30..70 °C``, ``out/in: not In/Out``, ``row: wrong number of fields``.
 
 Memory: :func:`validate_chunk` holds one chunk; :func:`validate_file` holds one chunk plus the
-hash set, unless ``collect=True`` (small files, tests) asks it to keep the clean and quarantined
-rows. ``on_result`` receives each chunk's result, e.g. to append clean rows to a staging file:
-the file-level verdict comes after the last chunk, so publish the staged output only once
-:func:`validate_file` has returned.
+in-memory part of the hash set (at most 8 MB), unless ``collect=True`` (small files, tests) asks
+it to keep the clean and quarantined rows. ``on_result`` receives each chunk's result, e.g. to
+append clean rows to a staging file: the file-level verdict comes after the last chunk, so
+publish the staged output only once :func:`validate_file` has returned.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -113,37 +122,105 @@ _DETAIL = {
 QUARANTINE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "row", "reason")
 
 
+#: Columns derived from the raw text, once per chunk (:func:`_parse_raw`), for RAW_SCHEMA's checks.
+DATE_LAYOUT_COLUMN = f"{RAW_DATE} (layout)"  # "day-first", "month-first", "neither"; missing if blank
+DATE_YEAR_COLUMN = f"{RAW_DATE} (year)"  # year of the strict day-first parse, any year; NaN if none
+TEMP_IS_NUMBER_COLUMN = f"{RAW_TEMP} (is number)"  # a finite number; missing if blank
+TEMP_NUMBER_COLUMN = f"{RAW_TEMP} (number)"  # the number; NaN if blank or no finite number
+_SOURCE_OF = {
+    DATE_LAYOUT_COLUMN: RAW_DATE,
+    DATE_YEAR_COLUMN: RAW_DATE,
+    TEMP_IS_NUMBER_COLUMN: RAW_TEMP,
+    TEMP_NUMBER_COLUMN: RAW_TEMP,
+}
+_DAY_FIRST, _MONTH_FIRST, _NEITHER = "day-first", "month-first", "neither"
+_LAYOUTS = pd.CategoricalDtype([_DAY_FIRST, _MONTH_FIRST, _NEITHER])
+
+
+def _fixed_width(text: pyarrow.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, block)``: the positions of the non-null values exactly ``width`` bytes long, and
+    their UTF-8 bytes, one row each (``len(rows)`` x ``width`` uint8; a view when it can be)."""
+    if not len(text):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
+    offsets_type = np.int64 if pyarrow.types.is_large_string(text.type) else np.int32
+    _, offsets_buffer, data_buffer = text.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    fits = np.diff(offsets) == width
+    if text.null_count:
+        fits &= text.is_valid().to_numpy(zero_copy_only=False)
+    if fits.all() and len(offsets) > 1 and offsets[-1] - offsets[0] == width * len(text):
+        return np.arange(len(text)), data[offsets[0] : offsets[-1]].reshape(len(text), width)
+    rows = np.flatnonzero(fits)
+    return rows, data[offsets[rows].astype(np.int64)[:, None] + np.arange(width)]
+
+
+_DATE_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15]  # DD-MM-YYYY HH:MM
+_DATE_SEPARATORS = {2: ord("-"), 5: ord("-"), 10: ord(" "), 13: ord(":")}
+
+
+def _canonical_dates(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, times, years)`` of the values that are zero-padded ``DD-MM-YYYY HH:MM`` (ASCII
+    digits) of an existing date and time with a year in ``YEAR_MIN..YEAR_MAX``: read field by
+    field from their bytes, with numpy."""
+    rows, block = _fixed_width(text, 16)
+    digits = block[:, _DATE_DIGITS].astype(np.int32) - ord("0")
+    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    for position, separator in _DATE_SEPARATORS.items():
+        ok &= block[:, position] == separator
+    day, month = digits[:, 0] * 10 + digits[:, 1], digits[:, 2] * 10 + digits[:, 3]
+    year = digits[:, 4] * 1000 + digits[:, 5] * 100 + digits[:, 6] * 10 + digits[:, 7]
+    hour, minute = digits[:, 8] * 10 + digits[:, 9], digits[:, 10] * 10 + digits[:, 11]
+    ok &= (month >= 1) & (month <= 12) & (year >= YEAR_MIN) & (year <= YEAR_MAX)
+    ok &= (day >= 1) & (hour <= 23) & (minute <= 59)
+    months = np.where(ok, (year - 1970) * 12 + month - 1, 0).astype(np.int64)  # since 1970-01
+    first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)  # day number
+    ok &= day <= (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first
+    minutes = ((first + day - 1) * 24 + hour) * 60 + minute
+    times = (minutes[ok] * 60_000_000_000).view("datetime64[ns]")
+    return rows[ok], times, year[ok].astype("float64")
+
+
+def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each ``noted_date`` text parsed once: ``(times, years, month_first)``.
+
+    * ``times`` (datetime64[ns]): strictly ``DATE_FORMAT`` (day-first) with a year in
+      ``YEAR_MIN..YEAR_MAX``, NaT for anything else (what :func:`parse_noted_date` returns);
+    * ``years`` (float64): the year of a strict day-first parse whatever the year, NaN if the text
+      does not parse day-first (tells an implausible year from no date);
+    * ``month_first`` (bool): does not parse day-first, but does month-first.
+
+    Values in the canonical zero-padded layout with a plausible year (all of the export's) are
+    read field by field from their bytes (:func:`_canonical_dates`; such a text names one date and
+    time, so this is what the strict parse gives); everything else goes through pandas' strict
+    parser, as does the month-first test of what fails it.
+    """
+    times = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    years = np.full(len(values), np.nan)
+    month_first = np.zeros(len(values), dtype=bool)
+    rows, canonical_times, canonical_years = _canonical_dates(_arrow_text(values))
+    times[rows], years[rows] = canonical_times, canonical_years
+    rest = values.notna().to_numpy(copy=True)
+    rest[rows] = False
+    if rest.any():
+        day_first = pd.to_datetime(values[rest], format=DATE_FORMAT, errors="coerce")
+        times[rest] = _bounded(day_first)
+        years[rest] = day_first.dt.year.to_numpy(dtype="float64", na_value=np.nan)
+        failed = np.flatnonzero(rest)[day_first.isna().to_numpy()]
+        if len(failed):
+            other = pd.to_datetime(values.iloc[failed], format=MONTH_FIRST_FORMAT, errors="coerce")
+            month_first[failed] = other.notna().to_numpy()
+    return times, years, month_first
+
+
 def parse_noted_date(values: pd.Series) -> pd.Series:
     """``noted_date`` text -> datetime64[ns]: strictly ``DATE_FORMAT`` (day-first) and a year in
     ``YEAR_MIN..YEAR_MAX``; NaT for anything else.
 
     Equal to ``pd.to_datetime(values, format=DATE_FORMAT, errors="coerce")`` within those years,
-    only faster: values in the canonical zero-padded layout are parsed by pyarrow (C++) and kept
-    when their day and month fields match the parsed date (pyarrow rolls 31-04 over to 01-05,
-    pandas refuses it); everything else goes through pandas' strict parser.
+    only faster (see :func:`_parse_dates`).
     """
-    text = _arrow_text(values)
-    parsed = pc.strptime(text, format=DATE_FORMAT, unit="s", error_is_null=True)
-    canonical = pc.fill_null(pc.match_substring_regex(text, r"^\d{2}-\d{2}-\d{4} \d{2}:\d{2}$"), False)
-    safe = pc.if_else(canonical, text, "01-01-2000 00:00")
-    day = pc.cast(pc.utf8_slice_codeunits(safe, 0, 2), "int64")
-    month = pc.cast(pc.utf8_slice_codeunits(safe, 3, 5), "int64")
-    year = pc.cast(pc.utf8_slice_codeunits(safe, 6, 10), "int64")
-    fast = pc.and_kleene(
-        canonical,
-        pc.and_(
-            pc.and_(pc.equal(pc.day(parsed), day), pc.equal(pc.month(parsed), month)),
-            pc.and_(pc.greater_equal(year, YEAR_MIN), pc.less_equal(year, YEAR_MAX)),
-        ),
-    )
-    fast_ok = pc.fill_null(fast, False).to_numpy(zero_copy_only=False)
-    times = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    seconds = parsed.filter(pyarrow.array(fast_ok)).to_numpy(zero_copy_only=False)
-    times[fast_ok] = seconds.astype("datetime64[ns]")
-    rest = ~fast_ok & values.notna().to_numpy()
-    if rest.any():
-        times[rest] = _bounded(pd.to_datetime(values[rest], format=DATE_FORMAT, errors="coerce"))
-    return pd.Series(times, index=values.index)
+    return pd.Series(_parse_dates(values)[0], index=values.index)
 
 
 def _bounded(times: pd.Series) -> np.ndarray:
@@ -155,77 +232,85 @@ def _bounded(times: pd.Series) -> np.ndarray:
 
 
 def _arrow_text(values: pd.Series) -> pyarrow.Array:
-    """The values as a pyarrow string array (missing -> null)."""
+    """The values as one pyarrow string array (missing -> null)."""
     array = pyarrow.array(values, from_pandas=True)
+    if isinstance(array, pyarrow.ChunkedArray):
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     if not (pyarrow.types.is_string(array.type) or pyarrow.types.is_large_string(array.type)):
         array = array.cast(pyarrow.string())
     return array
 
 
-def _date_status(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Per value: parses (day-first, plausible year); parses day-first but the year is
-    implausible; parses only month-first."""
-    good = parse_noted_date(values).notna()
-    bad_year = pd.Series(False, index=values.index)
-    month_first = pd.Series(False, index=values.index)
-    failed = ~good & values.notna()
-    if failed.any():
-        rest = values[failed]
-        bad_year[failed] = pd.to_datetime(rest, format=DATE_FORMAT, errors="coerce").notna()
-        month_first[failed] = (
-            ~bad_year[failed] & pd.to_datetime(rest, format=MONTH_FIRST_FORMAT, errors="coerce").notna()
-        )
-    return good, bad_year, month_first
+def _parse_numbers(values: pd.Series) -> np.ndarray:
+    """``temp`` text -> float64, equal to ``pd.to_numeric(values, errors="coerce")`` (NaN where
+    missing or no number; "inf" stays inf).
 
-
-def _is_date(values: pd.Series) -> pd.Series:
-    """Parses day-first, or month-first, or with an implausible year (those have own checks)."""
-    good, bad_year, month_first = _date_status(values)
-    return good | bad_year | month_first
-
-
-def _plausible_year(values: pd.Series) -> pd.Series:
-    return ~_date_status(values)[1]
-
-
-def _not_month_first_only(values: pd.Series) -> pd.Series:
-    return ~_date_status(values)[2]
-
-
-def _numbers(values: pd.Series) -> np.ndarray:
+    Whole numbers (the export's temperatures) take a fast path: pyarrow's integer cast, when every
+    value is ASCII digits after any leading "-"; that guard matters, as the cast would also read
+    hexadecimal "0x1A", which pandas refuses. Any other value sends the chunk to pandas.
+    """
+    text = _arrow_text(values)
+    if pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(text, characters="-"))).as_py() is not False:
+        try:
+            integers = pc.cast(text, pyarrow.int64())  # refuses "--5" and overflow: pandas decides those
+        except pyarrow.ArrowInvalid:
+            pass
+        else:
+            return integers.to_numpy(zero_copy_only=False).astype("float64")
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _is_number(values: pd.Series) -> pd.Series:
-    return pd.Series(np.isfinite(_numbers(values)), index=values.index)
+def _parse_raw(checked: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The chunk's dates and temperatures, each parsed once: ``(frame, times, temps)``.
+
+    ``frame`` is the raw text (blank fields missing) plus the derived columns that RAW_SCHEMA
+    checks; ``times`` (datetime64[ns], NaT unless a valid date) and ``temps`` (float64, NaN unless
+    a finite number) are the parsed values that the clean frame is built from.
+    """
+    times, years, month_first = _parse_dates(checked[RAW_DATE])
+    date_present = checked[RAW_DATE].notna().to_numpy()
+    layout = np.where(np.isnan(years), np.where(month_first, 1, 2), 0)  # codes of _LAYOUTS
+    numbers = _parse_numbers(checked[RAW_TEMP])
+    finite = np.isfinite(numbers)
+    temps = np.where(finite, numbers, np.nan)
+    frame = checked.assign(
+        **{
+            DATE_LAYOUT_COLUMN: pd.Categorical.from_codes(np.where(date_present, layout, -1), dtype=_LAYOUTS),
+            DATE_YEAR_COLUMN: years,
+            TEMP_IS_NUMBER_COLUMN: pd.arrays.BooleanArray(finite, mask=checked[RAW_TEMP].isna().to_numpy()),
+            TEMP_NUMBER_COLUMN: temps,
+        }
+    )
+    return frame, times, temps
 
 
-def _plausible_if_number(values: pd.Series) -> pd.Series:
-    """Within TEMP_MIN..TEMP_MAX; values that are no number are left to ``_is_number``."""
-    numbers = _numbers(values)
-    within = (numbers >= TEMP_MIN) & (numbers <= TEMP_MAX)
-    return pd.Series(within | ~np.isfinite(numbers), index=values.index)
-
-
-#: The raw text, blank fields already turned into missing values.
+#: The raw text (blank fields already missing) with the columns derived from it by
+#: :func:`_parse_raw`: the checks run on values parsed once per chunk. A missing raw value
+#: leaves its derived values missing, which the checks skip: "missing" is its only reason.
 RAW_SCHEMA = pa.DataFrameSchema(
     {
         RAW_ID: pa.Column(nullable=False),
         RAW_ROOM: pa.Column(nullable=False),
-        RAW_DATE: pa.Column(
-            nullable=False,
+        RAW_DATE: pa.Column(nullable=False),
+        # day-first, or month-first, or with an implausible year: the latter have their own checks
+        DATE_LAYOUT_COLUMN: pa.Column(
+            _LAYOUTS,
+            nullable=True,
             checks=[
-                pa.Check(_is_date, error=DATE_CODE),
-                pa.Check(_not_month_first_only, error=MONTH_FIRST_CODE),
-                pa.Check(_plausible_year, error=YEAR_CODE),
+                pa.Check.ne(_NEITHER, error=DATE_CODE),
+                pa.Check.ne(_MONTH_FIRST, error=MONTH_FIRST_CODE),
             ],
         ),
-        RAW_TEMP: pa.Column(
-            nullable=False,
-            checks=[
-                pa.Check(_is_number, error=TEMP_NUMBER_CODE),
-                pa.Check(_plausible_if_number, error=TEMP_RANGE_CODE),
-            ],
+        DATE_YEAR_COLUMN: pa.Column(
+            "float64", nullable=True, checks=pa.Check.in_range(YEAR_MIN, YEAR_MAX, error=YEAR_CODE)
+        ),
+        RAW_TEMP: pa.Column(nullable=False),
+        TEMP_IS_NUMBER_COLUMN: pa.Column(
+            "boolean", nullable=True, checks=pa.Check.eq(True, error=TEMP_NUMBER_CODE)
+        ),
+        # values that are no (finite) number are NaN here, left to the check above
+        TEMP_NUMBER_COLUMN: pa.Column(
+            "float64", nullable=True, checks=pa.Check.in_range(TEMP_MIN, TEMP_MAX, error=TEMP_RANGE_CODE)
         ),
         RAW_LOCATION: pa.Column(nullable=False, checks=pa.Check.isin(LOCATIONS, error=LOCATION_CODE)),
     },
@@ -254,38 +339,217 @@ CLEAN_SCHEMA = pa.DataFrameSchema(
     ordered=True,
 )
 
+_NS_PER_HOUR = 3_600 * 10**9
+if CLEAN_TIME not in DUPLICATE_KEY:  # SeenReadings files readings by hour: exact only if time is identity
+    raise ImportError("validate: DUPLICATE_KEY must include the reading's time (SeenReadings files by hour)")
+#: Readings :class:`SeenReadings` keeps in memory before it files hours away to disk (16 B each).
+DEFAULT_SEEN_MEMORY_KEYS = 1 << 19
+
+
+def _first_occurrences(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(repeat, keys, rows)``: ``repeat`` marks each hash equal to an earlier one in the array;
+    ``keys`` are the distinct hashes ascending, ``rows`` the position of each one's first occurrence."""
+    order = np.argsort(hashes, kind="stable")  # stable: equal hashes keep their order, the first leads
+    ordered = hashes[order]
+    first = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    repeat = np.zeros(len(hashes), dtype=bool)
+    repeat[order[~first]] = True
+    return repeat, ordered[first], order[first]
+
+
+def _counted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (int64) ascending and how often each occurs: counted in one pass when
+    their span is small (a count array no larger than the values themselves), else by sorting."""
+    if not len(values):
+        return values[:0], np.zeros(0, dtype=np.int64)
+    low = int(values.min())
+    if int(values.max()) - low < max(len(values), 1 << 16):
+        counts = np.bincount(values - low)
+        distinct = np.flatnonzero(counts)
+        return distinct + low, counts[distinct]
+    return np.unique(values, return_counts=True)
+
 
 class SeenReadings:
-    """A growing set of 64-bit hashes, stored as a few sorted numpy arrays (8 bytes each).
+    """The readings seen so far, as 64-bit hashes of their identity (``DUPLICATE_KEY``), each filed
+    under the hour of the reading; :meth:`add` is the one lookup-and-insert per chunk.
 
-    Levels are merged when a newer one is at least half the size of the one before it, so there
-    are O(log n) levels and each hash is merged O(log n) times.
+    In memory: one array of hashes sorted ascending and the hour of each alongside (16 bytes per
+    reading). A batch is sorted once, looked up with one sorted pass (``searchsorted``) and its new
+    hashes merged in linearly (``np.insert`` at the sorted positions); nothing is re-sorted.
+
+    Memory is bounded: above ``max_memory_keys`` readings (default ``DEFAULT_SEEN_MEMORY_KEYS``),
+    the hours used least recently go to disk until half the budget is free: appended, as
+    runs of sorted hashes, to one anonymous temporary file (in ``spill_dir``, default the system's
+    temporary directory; it has no name, so nothing is left behind even if the process dies). A
+    later batch with readings of a filed hour reads that hour's run, looks its keys up and appends
+    the merged run if any are new, one hour in memory at a time; superseded runs are reclaimed by
+    rewriting the file once they outweigh the live ones.
+
+    Filing by hour loses nothing: two readings with the same identity have the same ``noted_at``,
+    hence the same hour, so a reading can only repeat one of its own hour, and every hour a batch
+    touches is consulted, in memory or on disk. Exports are in time order (newest first), so the
+    hours in use are those of the last few chunks: memory stays at about ``max_memory_keys`` x
+    16 B (8 MB by default) whatever the file's size, and each hour is written once and never read.
+    A file in random order is handled just as exactly, only slower (each chunk rereads the filed
+    hours it touches).
+
+    Hashes, not the readings themselves, are compared: a reading is wrongly taken for a repeat
+    only if its 64-bit hash equals that of a different reading seen before, odds below n²/2⁶⁵
+    for n distinct readings (3e-6 at 10 M). ``close()`` drops everything, the file included.
     """
 
-    def __init__(self) -> None:
-        self._levels: list[np.ndarray] = []
+    def __init__(self, max_memory_keys: int | None = None, spill_dir: str | None = None) -> None:
+        if max_memory_keys is None:
+            max_memory_keys = DEFAULT_SEEN_MEMORY_KEYS
+        if max_memory_keys < 1:
+            raise ValueError(f"max_memory_keys must be >= 1, got {max_memory_keys!r}")
+        self.max_memory_keys = max_memory_keys
+        self._spill_dir = spill_dir
+        self._file: IO[bytes] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._hashes = np.empty(0, dtype=np.uint64)  # ascending
+        self._hours = np.empty(0, dtype=np.int64)  # the hour of each hash
+        self._used: dict[int, int] = {}  # hour in memory -> the last batch that used it
+        self._batches = 0
+        self._count = 0
+        self._filed: dict[
+            int, tuple[int, int]
+        ] = {}  # hour on disk (not in memory) -> its run (start, length)
+        self._file_keys = 0  # keys in the file
+        self._dead_keys = 0  # of those, in superseded runs
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels)
+        return self._count
 
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(hashes), dtype=bool)
-        for level in self._levels:
-            pos = np.searchsorted(level, hashes).clip(max=len(level) - 1)
-            found |= level[pos] == hashes
+    @property
+    def filed_hours(self) -> int:
+        """Hours on disk."""
+        return len(self._filed)
+
+    def add(self, hours: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Add a batch of readings (their hours since the epoch and hashes); return a mask of those
+        seen before: in an earlier batch or earlier in this one (the first occurrence is new)."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        hours = np.asarray(hours, dtype=np.int64)
+        if len(hours) != len(hashes):
+            raise ValueError("hours and hashes differ in length")
+        if not len(hashes):
+            return np.zeros(0, dtype=bool)
+        seen, keys, rows = _first_occurrences(hashes)
+        key_hours = hours[rows]
+        self._batches += 1
+        touched = _counted(key_hours)[0].tolist()
+        on_disk = [hour for hour in touched if hour in self._filed]
+        if on_disk:
+            filed = np.isin(key_hours, on_disk)
+            seen[rows[filed]] = self._add_filed(key_hours[filed], keys[filed])
+            keys, rows, key_hours = keys[~filed], rows[~filed], key_hours[~filed]
+            touched = [hour for hour in touched if hour not in self._filed]
+        self._used.update(dict.fromkeys(touched, self._batches))
+        # One sorted pass over the keys in memory, then a linear merge of the new ones.
+        at = np.searchsorted(self._hashes, keys)
+        found = np.zeros(len(keys), dtype=bool)
+        inside = at < len(self._hashes)
+        found[inside] = self._hashes[at[inside]] == keys[inside]
+        seen[rows[found]] = True
+        new = ~found
+        self._hashes = np.insert(self._hashes, at[new], keys[new])
+        self._hours = np.insert(self._hours, at[new], key_hours[new])
+        self._count += int(new.sum())
+        if len(self._hashes) > self.max_memory_keys:
+            self._file_away()
+        return seen
+
+    def _add_filed(self, key_hours: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Look up and add keys (ascending) of filed hours, one hour at a time; the found mask."""
+        found = np.zeros(len(keys), dtype=bool)
+        order = np.argsort(key_hours, kind="stable")  # by hour; keys stay ascending within one
+        for part in np.split(order, np.flatnonzero(np.diff(key_hours[order])) + 1):
+            hour = int(key_hours[part[0]])
+            stored = self._read(*self._filed[hour])
+            at = np.searchsorted(stored, keys[part])
+            inside = at < len(stored)
+            hit = np.zeros(len(part), dtype=bool)
+            hit[inside] = stored[at[inside]] == keys[part][inside]
+            found[part] = hit
+            if not hit.all():
+                merged = np.insert(stored, at[~hit], keys[part][~hit])
+                self._filed[hour] = (self._append(merged), len(merged))
+                self._dead_keys += len(stored)
+                self._count += int((~hit).sum())
+        if self._dead_keys > max(self._file_keys - self._dead_keys, self.max_memory_keys):
+            self._compact()
         return found
 
-    def add(self, hashes: np.ndarray) -> None:
-        new = np.unique(np.asarray(hashes, dtype=np.uint64))
-        new = new[~self.contains(new)]
-        if not len(new):
-            return
-        self._levels.append(new)
-        while len(self._levels) > 1 and 2 * len(self._levels[-1]) >= len(self._levels[-2]):
-            top = self._levels.pop()
-            merged = np.concatenate([self._levels[-1], top])  # disjoint: no repeats to remove
-            merged.sort()
-            self._levels[-1] = merged
+    def _file_away(self) -> None:
+        """Move the least recently used hours to disk until half the budget is free."""
+        hours, counts = _counted(self._hours)
+        last_used = np.array([self._used[h] for h in hours.tolist()], dtype=np.int64)
+        order = np.lexsort((hours, last_used))  # least recently used first
+        excess = len(self._hashes) - self.max_memory_keys // 2
+        evict = hours[order[: int(np.searchsorted(np.cumsum(counts[order]), excess)) + 1]]
+        leaving = np.isin(self._hours, evict)
+        where = np.flatnonzero(leaving)
+        where = where[np.argsort(self._hours[where], kind="stable")]  # by hour, hashes ascending in each
+        start = self._append(self._hashes[where])  # one write
+        firsts = np.r_[0, np.flatnonzero(np.diff(self._hours[where])) + 1]
+        lengths = np.diff(np.r_[firsts, len(where)])
+        for hour, first, length in zip(
+            self._hours[where[firsts]].tolist(), firsts.tolist(), lengths.tolist(), strict=True
+        ):
+            self._filed[hour] = (start + first, length)
+            del self._used[hour]
+        self._hashes = self._hashes[~leaving]
+        self._hours = self._hours[~leaving]
+
+    def _append(self, keys: np.ndarray) -> int:
+        """Write keys at the end of the file; where they start (in keys)."""
+        if self._file is None:
+            # closed by close() or _compact()
+            self._file = tempfile.TemporaryFile(prefix="r3e-seen-readings-", dir=self._spill_dir)  # noqa: SIM115
+        self._file.seek(self._file_keys * 8)
+        self._file.write(np.ascontiguousarray(keys, dtype=np.uint64).data)
+        start, self._file_keys = self._file_keys, self._file_keys + len(keys)
+        return start
+
+    def _read(self, start: int, length: int, file: IO[bytes] | None = None) -> np.ndarray:
+        """The run of ``length`` keys at ``start`` of the file."""
+        file = file or self._file
+        assert file is not None
+        keys = np.empty(length, dtype=np.uint64)
+        file.seek(start * 8)
+        if file.readinto(memoryview(keys).cast("B")) != 8 * length:
+            raise OSError("short read from the duplicate check's temporary file")
+        return keys
+
+    def _compact(self) -> None:
+        """Rewrite the file with the live runs only, one run in memory at a time."""
+        old, runs = self._file, self._filed
+        assert old is not None
+        self._file, self._file_keys, self._dead_keys = None, 0, 0
+        self._filed = {}
+        try:
+            for hour, (start, length) in runs.items():
+                self._filed[hour] = (self._append(self._read(start, length, old)), length)
+        finally:
+            old.close()
+
+    def close(self) -> None:
+        """Drop every reading (the file on disk included)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._reset()
+
+    def __enter__(self) -> SeenReadings:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -354,6 +618,17 @@ def _as_raw_text(chunk: pd.DataFrame) -> pd.DataFrame:
     return raw.reset_index(drop=True)
 
 
+def _blank_to_missing(raw: pd.DataFrame) -> pd.DataFrame:
+    """``raw`` with blank fields (empty or only whitespace, as ``str.strip`` has it) missing."""
+    blanks = {}
+    for column in raw.columns:
+        text = _arrow_text(raw[column])
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
+        if pc.any(blank).as_py():
+            blanks[column] = raw[column].mask(blank.to_numpy(zero_copy_only=False))
+    return raw.assign(**blanks) if blanks else raw
+
+
 def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     """pandera's failure cases (``column``, ``check``, ``index``), empty when all is well."""
     try:
@@ -372,7 +647,10 @@ def _describe(cases: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     raw_of_clean = {v: k for k, v in RAW_TO_CLEAN.items()}
     codes, details = [], []
     for column, check, index in cases[["column", "check", "index"]].itertuples(index=False):
-        raw_column = raw_of_clean.get(column, column) if column not in RAW_COLUMNS else column
+        if column in RAW_COLUMNS:
+            raw_column = column
+        else:
+            raw_column = _SOURCE_OF.get(column) or raw_of_clean.get(column, column)
         if check == "not_nullable":
             code = detail = f"{raw_column}: missing"
         else:
@@ -384,13 +662,14 @@ def _describe(cases: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     return cases.assign(code=codes, detail=details)
 
 
-def _to_clean(raw: pd.DataFrame) -> pd.DataFrame:
+def _to_clean(raw: pd.DataFrame, times: np.ndarray, temps: np.ndarray) -> pd.DataFrame:
+    """The canonical frame of ``raw``'s rows, from their parsed ``times`` and ``temps``."""
     frame = pd.DataFrame(
         {
             CLEAN_ID: raw[RAW_ID],
             CLEAN_ROOM: raw[RAW_ROOM],
-            CLEAN_TIME: parse_noted_date(raw[RAW_DATE]),
-            CLEAN_TEMP: pd.to_numeric(raw[RAW_TEMP]).astype("float64"),
+            CLEAN_TIME: times,
+            CLEAN_TEMP: temps,
             CLEAN_LOCATION: raw[RAW_LOCATION],
         },
         index=raw.index,
@@ -411,37 +690,48 @@ def validate_chunk(raw_chunk: pd.DataFrame, seen: SeenReadings | None = None) ->
         raise RuntimeError("pandera validation is disabled (PANDERA_VALIDATION_ENABLED): will not validate")
     row_numbers = raw_chunk.index.to_numpy()
     raw = _as_raw_text(raw_chunk)
-    blank = raw.apply(lambda column: column.str.strip().eq("").fillna(True))
-    checked = raw.mask(blank)
+    checked = _blank_to_missing(raw)
 
-    cases = _failures(RAW_SCHEMA, checked)
-    passed = ~np.isin(np.arange(len(raw)), cases["index"].to_numpy())
-    clean = _to_clean(checked[passed])
+    parsed, times, temps = _parse_raw(checked)  # each column parsed once, for checks and clean frame
+    cases = _failures(RAW_SCHEMA, parsed)
+    if len(cases):
+        passed = ~np.isin(np.arange(len(raw)), cases["index"].to_numpy())
+        clean = _to_clean(checked[passed], times[passed], temps[passed])
+    else:
+        clean = _to_clean(checked, times, temps)
     clean_cases = _failures(CLEAN_SCHEMA, clean)
     if len(clean_cases):
         cases = pd.concat([cases, clean_cases], ignore_index=True)
         clean = clean.drop(index=clean_cases["index"].unique())
-    cases = _describe(cases, raw)
+    if len(cases):
+        cases = _describe(cases, raw)
 
     # Duplicates among the valid rows: the first occurrence stays.
     hashes = pd.util.hash_pandas_object(clean[list(DUPLICATE_KEY)], index=False).to_numpy()
-    repeat = pd.Series(hashes).duplicated().to_numpy(copy=True)
-    if seen is not None:
-        repeat |= seen.contains(hashes)
-        seen.add(hashes[~repeat])
-    clean = clean[~repeat]
+    if seen is None:
+        repeat = pd.Series(hashes).duplicated().to_numpy(copy=True)
+    else:  # one lookup: repeats within the chunk and of earlier chunks
+        repeat = seen.add(clean[CLEAN_TIME].to_numpy().view("int64") // _NS_PER_HOUR, hashes)
+    if repeat.any():
+        clean = clean[~repeat]
     clean.index = row_numbers[clean.index.to_numpy()]
 
     bad_index = np.sort(cases["index"].unique())
     quarantine = raw.iloc[bad_index].copy()
-    reasons = cases.sort_values(["index"], kind="stable").groupby("index", sort=True)["detail"]
     quarantine["row"] = pd.array(row_numbers[bad_index], dtype="Int64")
-    quarantine["reason"] = pd.Series(reasons.agg("; ".join).to_numpy(), dtype="str", index=quarantine.index)
-    counts = Counter(cases.drop_duplicates(["index", "code"])["code"])
+    counts: Counter[str] = Counter()
     examples = {}
-    for code, index in cases.drop_duplicates("code")[["code", "index"]].itertuples(index=False):
-        fields = ",".join(str(v) for v in raw.iloc[index])
-        examples[code] = f"data row {row_numbers[index]}: {fields!r}"
+    if len(cases):  # (the usual chunk has none: no grouping of nothing)
+        reasons = cases.sort_values(["index"], kind="stable").groupby("index", sort=True)["detail"]
+        quarantine["reason"] = pd.Series(
+            reasons.agg("; ".join).to_numpy(), dtype="str", index=quarantine.index
+        )
+        counts.update(cases.drop_duplicates(["index", "code"])["code"])
+        for code, index in cases.drop_duplicates("code")[["code", "index"]].itertuples(index=False):
+            fields = ",".join(str(v) for v in raw.iloc[index])
+            examples[code] = f"data row {row_numbers[index]}: {fields!r}"
+    else:
+        quarantine["reason"] = pd.Series([], dtype="str", index=quarantine.index)
 
     bad_lines = raw_chunk.attrs.get("bad_lines") or []
     if bad_lines:
@@ -483,25 +773,25 @@ def validate_file(
         raise ValueError(f"max_bad_fraction must be within 0..1, got {max_bad_fraction!r}")
     reader = chunks if isinstance(chunks, RawCsvReader) else None
     report = FileValidation(name=name or (reader.name if reader else "<chunks>"))
-    seen = SeenReadings()
     counts: Counter[str] = Counter()
     kept_clean: list[pd.DataFrame] = []
     kept_bad: list[pd.DataFrame] = []
-    for chunk in chunks:
-        result = validate_chunk(chunk, seen)
-        report.chunks += 1
-        report.rows += result.rows
-        report.clean_rows += len(result.clean)
-        report.quarantined_rows += result.quarantined
-        report.duplicates += result.duplicates
-        counts.update(result.reason_counts)
-        for code, example in result.examples.items():
-            report.examples.setdefault(code, example)
-        if on_result is not None:
-            on_result(result)
-        if collect:
-            kept_clean.append(result.clean)
-            kept_bad.append(result.quarantine)
+    with SeenReadings() as seen:
+        for chunk in chunks:
+            result = validate_chunk(chunk, seen)
+            report.chunks += 1
+            report.rows += result.rows
+            report.clean_rows += len(result.clean)
+            report.quarantined_rows += result.quarantined
+            report.duplicates += result.duplicates
+            counts.update(result.reason_counts)
+            for code, example in result.examples.items():
+                report.examples.setdefault(code, example)
+            if on_result is not None:
+                on_result(result)
+            if collect:
+                kept_clean.append(result.clean)
+                kept_bad.append(result.quarantine)
     report.reason_counts = dict(counts.most_common())
     if reader is not None:
         report.warnings.extend(reader.warnings)

@@ -58,7 +58,6 @@ import base64
 import binascii
 import datetime as dt
 import hmac
-import http.client
 import json
 import logging
 import os
@@ -76,6 +75,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from r3e_testbed.services.airflow_api import AirflowApi, AirflowRequestError, HTTPStatusError
 
 log = logging.getLogger("r3e_testbed.event_bridge")
 
@@ -112,18 +113,10 @@ class PayloadError(ValueError):
     """A webhook body that is not a notification of the expected kind; the message says why."""
 
 
-class DeliveryError(Exception):
-    """Creating an asset event failed.
-
-    ``blocking``: every event would fail the same way now (Airflow down, credentials refused, asset
-    missing), so the round stops and the whole queue backs off. ``uncertain``: the request may have
-    reached Airflow and been recorded although the attempt failed.
-    """
-
-    def __init__(self, message: str, *, blocking: bool = True, uncertain: bool = False) -> None:
-        super().__init__(message)
-        self.blocking = blocking
-        self.uncertain = uncertain
+# Creating an asset event failed. ``blocking``: every event would fail the same way now (Airflow
+# down, credentials refused, asset missing), so the round stops and the whole queue backs off.
+# ``uncertain``: the request may have reached Airflow and been recorded although it failed.
+DeliveryError = AirflowRequestError
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -419,69 +412,13 @@ class EventStore:
 # --- Airflow ------------------------------------------------------------------------------------
 
 
-class AirflowClient:
-    """The three Airflow REST calls the bridge needs, with a cached token and asset id."""
+class AirflowClient(AirflowApi):
+    """The asset calls the bridge needs, on top of the token handling, with the asset id cached."""
 
     def __init__(self, base_url: str, user: str, password: str, asset_name: str, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.user = user
-        self._password = password
+        super().__init__(base_url, user, password, timeout)
         self.asset_name = asset_name
-        self.timeout = timeout
-        self._token: str | None = None
         self.asset_id: int | None = None
-        # Airflow is on the private network: never through an HTTP(S)_PROXY of the environment.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def _call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        where = f"{method} {path.split('?', 1)[0]}"  # errors name the endpoint, not the whole query
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if auth:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                content = response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read()[:300].decode("utf-8", "replace")
-            raise _HTTPStatusError(error.code, f"{where}: HTTP {error.code} {detail}".strip()) from None
-        except urllib.error.URLError as error:
-            refused = isinstance(error.reason, ConnectionRefusedError)
-            raise DeliveryError(f"{where}: {error.reason}", uncertain=not refused) from None
-        except (TimeoutError, http.client.HTTPException, ConnectionError) as error:
-            raise DeliveryError(f"{where}: {error!r}", uncertain=True) from None
-        try:
-            return json.loads(content) if content else None
-        except ValueError:
-            raise DeliveryError(f"{where}: the answer is not JSON", uncertain=True) from None
-
-    def _login(self) -> None:
-        try:
-            answer = self._call(
-                "POST", "/auth/token", {"username": self.user, "password": self._password}, auth=False
-            )
-        except _HTTPStatusError as error:
-            raise DeliveryError(f"getting a token for {self.user!r} failed: {error}") from None
-        token = answer.get("access_token") if isinstance(answer, dict) else None
-        if not isinstance(token, str) or not token:
-            raise DeliveryError("POST /auth/token: no access_token in the answer")
-        self._token = token
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """An authenticated call; a 401 (expired token) fetches a new token and tries once more."""
-        if self._token is None:
-            self._login()
-        try:
-            return self._call(method, path, body)
-        except _HTTPStatusError as error:
-            if error.status != HTTPStatus.UNAUTHORIZED:
-                raise
-        self._token = None
-        self._login()
-        return self._call(method, path, body)
 
     def lookup_asset(self) -> int:
         """The asset's id, cached; DeliveryError while Airflow does not know the asset."""
@@ -490,7 +427,7 @@ class AirflowClient:
         query = urllib.parse.urlencode({"name_pattern": self.asset_name, "limit": 100})
         try:
             answer = self.request("GET", f"/api/v2/assets?{query}")
-        except _HTTPStatusError as error:
+        except HTTPStatusError as error:
             raise DeliveryError(str(error), uncertain=False) from None
         # name_pattern is a substring match ("_" even a wildcard): pick the exact name.
         for asset in (answer or {}).get("assets", []):
@@ -516,7 +453,7 @@ class AirflowClient:
             )
             try:
                 answer = self.request("GET", f"/api/v2/assets/events?{query}") or {}
-            except _HTTPStatusError as error:
+            except HTTPStatusError as error:
                 raise DeliveryError(str(error), uncertain=True) from None
             events = answer.get("asset_events", [])
             for event in events:
@@ -530,7 +467,7 @@ class AirflowClient:
     def create_event(self, asset_id: int, extra: dict[str, Any]) -> int | None:
         try:
             answer = self.request("POST", "/api/v2/assets/events", {"asset_id": asset_id, "extra": extra})
-        except _HTTPStatusError as error:
+        except HTTPStatusError as error:
             if error.status == HTTPStatus.NOT_FOUND:
                 self.asset_id = None  # the asset is gone (or renamed): look it up again
                 raise DeliveryError(str(error)) from None
@@ -541,12 +478,6 @@ class AirflowClient:
             # Any other 4xx is about this event's body: back off this row only.
             raise DeliveryError(str(error), blocking=False) from None
         return answer.get("id") if isinstance(answer, dict) else None
-
-
-class _HTTPStatusError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --- the bridge -----------------------------------------------------------------------------------
