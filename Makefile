@@ -8,7 +8,8 @@
 #                   input of experiments/, 20 repeated runs, defaults vs tuned, the robustness
 #                   curve; writes reports/<timestamp>/report.html (R3E_ARGS adds options)
 #   make bench      the benchmarks: ingest memory and speed (local), then elasticity against
-#                   the hosts of `make up` (BENCH_INVENTORY=<inventory> for others)
+#                   the hosts of `make up` (BENCH_INVENTORY=<inventory> for others); their
+#                   figures go into the latest R3E report's elasticity section
 #   make test       all tests: lint, unit, molecule (each stage prints its duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
 #   make unit       the Python package's unit tests
@@ -106,6 +107,9 @@ BENCH_INVENTORY ?= $(VAGRANT_INVENTORY)
 bench: venv
 	python benchmarks/ingest.py --json reports/bench-ingest.json
 	$(WITH_DOCKER) python benchmarks/elasticity.py -i $(BENCH_INVENTORY) --json reports/bench-elasticity.json
+	@latest=$$(ls -td reports/*/results.json 2>/dev/null | head -1); \
+	if [ -n "$$latest" ]; then r3e report "$$latest" --benchmark reports/bench-ingest.json \
+	  --benchmark reports/bench-elasticity.json; else echo "no R3E report yet: make r3e, then make bench"; fi
 
 # Offline checks. `-p` skips provider settings; libvirt's are checked through the
 # vagrant-libvirt plugin (no libvirtd needed). Vagrant refuses to look at VirtualBox

@@ -358,6 +358,7 @@ def run_all(args: argparse.Namespace) -> None:
         }
         document = {"store": where, "seed": args.seed, "chunk_rows": args.chunk_rows, "host": host}
         document.update({"elapsed_s": elapsed, "runs": runs, "summary": summary})
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
         print(f"figures written to {args.json}")
 

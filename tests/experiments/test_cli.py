@@ -38,6 +38,75 @@ def test_report_draws_a_report_again_from_its_results(tmp_path):
     assert json.loads((out / "results.json").read_text()) == results
 
 
+def _workers_figure(count: int, span_s: float) -> dict:
+    return {
+        "part": "workers",
+        "name": f"r3e_probe throughput, {count} workers",
+        "value": f"{16 / span_s:.3f} tasks/s",
+        "goal": "reference",
+        "met": None,
+        "data": {"workers": [f"w:{i}" for i in range(count)], "span_s": span_s},
+    }
+
+
+def test_report_takes_the_benchmarks_figures_into_its_elasticity_section(tmp_path):
+    source = tmp_path / "results.json"
+    source.write_text(json.dumps(empty_results("2026-11-24T00:00:00+00:00")))
+    elasticity = tmp_path / "elasticity.json"
+    figures = [_workers_figure(1, 134.4), _workers_figure(2, 72.9)]
+    figures.append(
+        {
+            "part": "autoscaler",
+            "name": "backlog -> new worker",
+            "value": "11.3 s",
+            "goal": "<= 30 s",
+            "met": True,
+            "data": {},
+        }
+    )
+    elasticity.write_text(json.dumps({"figures": figures}))
+    ingest = tmp_path / "ingest.json"
+    scale = {
+        "scale": 100.0,
+        "rows": 9760600,
+        "peak_mb": {"chunked": 238.4, "whole": 4553.3},
+        "rows_per_s": {"chunked": 385459.0, "pyarrow": 6360078.0},
+        "rate_ratio": 0.0606,
+    }
+    peak_ratio = {"from_scale": 1.0, "to_scale": 100.0, "peak": 1.104, "goal_at_most": 1.2}
+    ingest.write_text(
+        json.dumps({"summary": {"scales": [scale], "peak_ratio": peak_ratio, "rate_goal_at_least": 0.7}})
+    )
+    out = tmp_path / "again"
+    command = [
+        "report",
+        str(source),
+        "--out",
+        str(out),
+        "--benchmark",
+        str(elasticity),
+        "--benchmark",
+        str(ingest),
+    ]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    stored = json.loads(source.read_text())["elasticity"]
+    assert (stored["workers"], stored["wall_s"]) == ([1, 2], [134.4, 72.9])
+    names = [f["name"] for f in stored["figures"]]
+    assert "backlog -> new worker" in names
+    assert {
+        "name": "ingest peak RSS 100x / 1x (chunked)",
+        "value": "1.10",
+        "goal": "<= 1.2",
+        "met": True,
+    } in stored["figures"]
+    rate = next(f for f in stored["figures"] if "pyarrow" in f["name"])
+    assert rate["met"] is False and rate["value"].endswith("= 0.06")
+    page = (out / "report.html").read_text()
+    assert "backlog -&gt; new worker" in page and "11.3 s" in page
+    assert (out / "figures" / "elasticity.png").is_file()
+
+
 def test_duration_distribution():
     values = [10.0, 11.0, 12.0, 13.0, 20.0]
     summary = _distribution(values)

@@ -279,9 +279,19 @@ def _summary(results: Results, html: Path) -> None:
 def report(
     results_file: Annotated[Path, typer.Argument(help="a results.json")],
     out: Annotated[Path | None, typer.Option(help="folder (default: the results file's)")] = None,
+    benchmark: Annotated[
+        list[Path] | None, typer.Option(help="a benchmarks/*.py --json file for the elasticity section")
+    ] = None,
 ) -> None:
-    """Render the report again from a results.json."""
+    """Render the report again from a results.json (with the benchmarks' figures, if given)."""
     results = json.loads(results_file.read_text())
+    if benchmark:
+        from .report import elasticity_from_benchmarks
+
+        results["elasticity"] = elasticity_from_benchmarks(
+            [json.loads(path.read_text()) for path in benchmark]
+        )
+        results_file.write_text(json.dumps(results, indent=2))
     console.print(f"report: {_write(results, out or results_file.parent)}")
 
 

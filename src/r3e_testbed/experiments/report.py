@@ -17,8 +17,9 @@ the next, and nothing needs a display.
     {"workers": [1, 2, 4], "wall_s": [610.0, 340.2, 205.9]}
 
 (the wall time of the same workload at each worker count; ``None`` entries are left out).
-Anything else there is ignored; when the two lists are missing, empty or of different
-lengths, the figure is skipped and the page says why.
+Its optional ``"figures"`` list (``{"name", "value", "goal", "met"}`` each) is shown as a table;
+``elasticity_from_benchmarks`` builds both from the JSON files of ``benchmarks/``. When the two
+lists are missing, empty or of different lengths, the figure is skipped and the page says why.
 """
 
 from __future__ import annotations
@@ -364,6 +365,61 @@ def elasticity_series(elasticity: Any) -> tuple[list[float], list[float]] | str:
     return [w for w, _ in pairs], [s for _, s in pairs]
 
 
+def _ingest_figures(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    figures = []
+    for scale in summary.get("scales") or []:
+        peak, rate = scale.get("peak_mb") or {}, scale.get("rows_per_s") or {}
+        label = f"ingest {scale['scale']:g}x ({scale['rows']:,} rows)"
+        figures.append(
+            {
+                "name": f"{label}: peak RSS chunked / whole-object",
+                "value": f"{fmt_number(peak.get('chunked'), 0)} / {fmt_number(peak.get('whole'), 0)} MB",
+                "goal": "",
+                "met": None,
+            }
+        )
+        if scale.get("rate_ratio") is not None:
+            figures.append(
+                {
+                    "name": f"{label}: rows/s chunked / pyarrow's parse",
+                    "value": f"{rate.get('chunked', 0):,.0f} / {rate.get('pyarrow', 0):,.0f}"
+                    f" = {scale['rate_ratio']:.2f}",
+                    "goal": f">= {summary.get('rate_goal_at_least', 0.7)}",
+                    "met": scale["rate_ratio"] >= summary.get("rate_goal_at_least", 0.7),
+                }
+            )
+    ratio = summary.get("peak_ratio")
+    if ratio:
+        figures.append(
+            {
+                "name": f"ingest peak RSS {ratio['to_scale']:g}x / {ratio['from_scale']:g}x (chunked)",
+                "value": f"{ratio['peak']:.2f}",
+                "goal": f"<= {ratio['goal_at_most']}",
+                "met": ratio["peak"] <= ratio["goal_at_most"],
+            }
+        )
+    return figures
+
+
+def elasticity_from_benchmarks(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``results["elasticity"]`` from the JSON of ``benchmarks/ingest.py`` and ``benchmarks/elasticity.py``.
+
+    Elasticity figures carry ``part``, ``name``, ``value``, ``goal``, ``met`` and ``data``; the
+    ``workers`` part's data gives the worker count (``len(workers)``) and the workload's span.
+    """
+    elasticity: dict[str, Any] = {"workers": [], "wall_s": [], "figures": []}
+    for document in documents:
+        if "summary" in document:
+            elasticity["figures"] += _ingest_figures(document["summary"])
+        for figure in document.get("figures") or []:
+            elasticity["figures"].append({key: figure.get(key) for key in ("name", "value", "goal", "met")})
+            data = figure.get("data") or {}
+            if figure.get("part") == "workers" and data.get("workers") and data.get("span_s"):
+                elasticity["workers"].append(len(data["workers"]))
+                elasticity["wall_s"].append(data["span_s"])
+    return elasticity
+
+
 def draw_elasticity(workers: list[float], wall: list[float]) -> Figure:
     """Wall time and speed-up against workers, next to perfect linear scaling from the first point."""
     figure = _new_figure(10, 3.8)
@@ -699,6 +755,17 @@ repeated without faults succeeds every time, with stable duration and model metr
 </table>
 {% endif %}
 {{ figure(figs.elasticity) }}
+{% if elasticity_figures %}
+<table>
+<thead><tr><th>figure</th><th>measured</th><th>goal</th><th>met</th></tr></thead>
+<tbody>
+{% for f in elasticity_figures %}
+<tr><td>{{ f.name }}</td><td class="num">{{ f.value }}</td><td>{{ f.goal }}</td>
+<td>{{ "-" if f.met is none else ("yes" if f.met else "no") }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% endif %}
 </section>
 
 <section id="fingerprint">
@@ -770,6 +837,7 @@ def render_html(results: Results, figures: dict[str, Any]) -> str:
         reliability=results.get("reliability"),
         tuning=results.get("tuning") or [],
         elasticity=elasticity_rows,
+        elasticity_figures=(results.get("elasticity") or {}).get("figures") or [],
         fingerprint=results.get("fingerprint") or {},
         figs=figures,
     )
