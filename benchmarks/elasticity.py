@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from r3e_testbed.experiments import runner
-from r3e_testbed.experiments.runner import RUN_TIMEOUT_S, run_seconds, wait_for_run
+from r3e_testbed.experiments.runner import RUN_TIMEOUT_S, epoch, now_stamp, run_seconds, wait_for_run
 from r3e_testbed.experiments.scenario import Workload
 from r3e_testbed.experiments.stack import Stack, StackError, read_endpoints, run_playbook
 
@@ -72,7 +72,6 @@ IDLE_TIMEOUT_S = 900.0
 RECEIVED = re.compile(r"Task \S+\[[^\]]+\] received")
 RECAP_LINE = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$")
 
-_epoch = runner._epoch  # ISO timestamp (Airflow's) -> epoch seconds; None stays None
 
 Progress = Callable[[str], None]
 
@@ -82,7 +81,7 @@ Progress = Callable[[str], None]
 
 def instance_seconds(ti: Mapping[str, Any]) -> float:
     """A task instance's duration: end - start when both are known, else Airflow's ``duration``, else 0."""
-    start, end = _epoch(ti.get("start_date")), _epoch(ti.get("end_date"))
+    start, end = epoch(ti.get("start_date")), epoch(ti.get("end_date"))
     if start is not None and end is not None:
         return max(0.0, end - start)
     return float(ti.get("duration") or 0.0)
@@ -146,8 +145,8 @@ def training_figures(
 def throughput(task_instances: Iterable[Mapping[str, Any]], task_id: str = WORK_TASK) -> dict[str, Any]:
     """Tasks of ``task_id`` per second from the first one's start to the last one's end."""
     work = [ti for ti in task_instances if ti["task_id"] == task_id]
-    starts = [_epoch(ti.get("start_date")) for ti in work]
-    ends = [_epoch(ti.get("end_date")) for ti in work]
+    starts = [epoch(ti.get("start_date")) for ti in work]
+    ends = [epoch(ti.get("end_date")) for ti in work]
     if not work or None in starts or None in ends:
         raise ValueError(f"{task_id}: {len(work)} instances, some without a start or an end")
     span = max(ends) - min(starts)  # type: ignore[type-var]
@@ -194,9 +193,20 @@ def backlog_moment(
 ) -> float | None:
     """When the run's work first exceeded ``slots``: the ``queued_when`` of its (slots + 1)-th task."""
     queued = sorted(
-        at for ti in task_instances if ti["task_id"] == task_id if (at := _epoch(ti.get("queued_when")))
+        at for ti in task_instances if ti["task_id"] == task_id if (at := epoch(ti.get("queued_when")))
     )
     return queued[slots] if len(queued) > slots else None
+
+
+def json_lines(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines text; other lines (a cut last line, a warning) are skipped."""
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
 
 
 @dataclass(frozen=True)
@@ -209,11 +219,7 @@ class JournalEntry:
 def journal_entries(text: str) -> list[JournalEntry]:
     """``journalctl -o json`` lines, oldest first (a MESSAGE given as bytes is decoded)."""
     entries = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
+    for entry in json_lines(text):
         message = entry.get("MESSAGE") or ""
         if isinstance(message, list):
             message = bytes(message).decode("utf-8", errors="replace")
@@ -232,15 +238,11 @@ def first_entry(
 
 def decisions(text: str, action: str, after: float) -> list[dict[str, Any]]:
     """The records of the decision log (JSON lines) with ``action`` logged at or after ``after``."""
-    found = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("action") == action and float(record.get("time") or 0) >= after:
-            found.append(record)
-    return found
+    return [
+        record
+        for record in json_lines(text)
+        if record.get("action") == action and float(record.get("time") or 0) >= after
+    ]
 
 
 def slowest_tasks(output: str, count: int = 5) -> list[tuple[str, float]]:
@@ -342,7 +344,7 @@ class Bench:
 
     def probe(self, label: str, tasks: int, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Trigger r3e_probe and wait for it: (its run, its task instances)."""
-        run_id = f"bench__{label}__{runner._now_stamp()}"
+        run_id = f"bench__{label}__{now_stamp()}"
         self.airflow.trigger(PROBE_DAG, run_id, {"tasks": tasks, "seconds": seconds})
         self.say(f"{PROBE_DAG} {run_id}: {tasks} tasks of {seconds:g} s")
         run = wait_for_run(self.stack, PROBE_DAG, run_id, RUN_TIMEOUT_S)
@@ -547,7 +549,7 @@ def measure_autoscaler(
         raise StackError(f"the pool on {host} did not empty within {IDLE_TIMEOUT_S:.0f} s")
     triggered = time.time()
     run, instances = bench.probe("backlog", tasks, seconds)
-    ended = _epoch(run.get("end_date")) or time.time()
+    ended = epoch(run.get("end_date")) or time.time()
     backlog = backlog_moment(instances, slots)
     argv = ["journalctl", "--no-pager", "-o", "json", "--since", f"@{int(triggered) - 1}"]
     for unit in pool:

@@ -212,7 +212,7 @@ def test_the_backlog_appears_when_the_task_beyond_the_slots_is_queued(bench):
     instances = [_ti("work", 30, 50, i, queued_when=f"2025-01-01T12:00:{10 + i:02d}Z") for i in range(10)]
     instances.append(_ti("plan", 0, 5, queued_when="2025-01-01T12:00:00Z"))  # not work
     at = bench.backlog_moment(instances, slots=8)
-    assert at == bench._epoch("2025-01-01T12:00:18Z")  # the 9th work task
+    assert at == bench.epoch("2025-01-01T12:00:18Z")  # the 9th work task
     assert bench.backlog_moment(instances, slots=10) is None
 
 

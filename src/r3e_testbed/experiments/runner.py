@@ -48,11 +48,13 @@ INPUT_PREFIX = "raw/r3e-inputs"
 Progress = Callable[[str], None]
 
 
-def _now_stamp() -> str:
+def now_stamp() -> str:
+    """Now, UTC, as a compact stamp for run ids and file names."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
-def _epoch(timestamp: str | None) -> float | None:
+def epoch(timestamp: str | None) -> float | None:
+    """An ISO timestamp as Airflow writes it, in epoch seconds; None stays None."""
     if not timestamp:
         return None
     return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
@@ -135,8 +137,8 @@ def timeline(stack: Stack, dag_id: str, run_id: str, origin: float) -> list[Task
                     map_index=attempt["map_index"],
                     try_number=attempt["try_number"],
                     state=attempt.get("state") or "none",
-                    start_s=_rel(_epoch(attempt.get("start_date")), origin),
-                    end_s=_rel(_epoch(attempt.get("end_date")), origin),
+                    start_s=_rel(epoch(attempt.get("start_date")), origin),
+                    end_s=_rel(epoch(attempt.get("end_date")), origin),
                     hostname=attempt.get("hostname") or "",
                 )
             )
@@ -271,7 +273,7 @@ def detect_and_recover(
                 done = all(states.get(key) == "success" for key in affected)
             else:
                 done = tick.run_state in TERMINAL or any(
-                    ti["state"] == "success" and (_epoch(ti.get("end_date")) or 0) > injected_at
+                    ti["state"] == "success" and (epoch(ti.get("end_date")) or 0) > injected_at
                     for ti in tick.task_instances
                 )
             if done:
@@ -287,7 +289,7 @@ def run_fault(
     fault, workload = scenario.fault, scenario.workload
     models = S3Store(stack.s3, stack.endpoints.models_bucket)
     promotions_before = promotion_records(models)
-    run_id = f"r3e__{scenario.name}__{_now_stamp()}"
+    run_id = f"r3e__{scenario.name}__{now_stamp()}"
     stack.airflow.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
     progress(f"{workload.dag_id} {run_id} started")
     watch, injector = Watch(stack, workload.dag_id, run_id), Injector(stack, scenario, progress)
@@ -295,7 +297,7 @@ def run_fault(
     try:
         while time.time() < deadline:
             tick = watch.observe()
-            injector.consider(tick, _epoch(watch.last_run.get("start_date")))
+            injector.consider(tick, epoch(watch.last_run.get("start_date")))
             injector.mark_affected(tick)
             if tick.run_state in TERMINAL and (injector.done or injector.started_at is None):
                 break
@@ -303,8 +305,8 @@ def run_fault(
     finally:
         injector.finish()
     run = stack.airflow.run(workload.dag_id, run_id)
-    origin = _epoch(run.get("start_date")) or watch.ticks[0].at
-    end = _epoch(run.get("end_date"))
+    origin = epoch(run.get("start_date")) or watch.ticks[0].at
+    end = epoch(run.get("end_date"))
     duration = None if end is None else round(end - origin, 2)
     events: list[Event] = []
     detected = recovered = None
@@ -372,7 +374,7 @@ def run_fault(
 
 def baseline(stack: Stack, workload: Workload, progress: Progress) -> dict[str, Any]:
     """One fault-free run of the workload: its final run document."""
-    run_id = f"r3e__baseline__{_now_stamp()}"
+    run_id = f"r3e__baseline__{now_stamp()}"
     stack.airflow.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
     progress(f"baseline {workload.dag_id} {run_id}")
     return wait_for_run(stack, workload.dag_id, run_id, RUN_TIMEOUT_S)
@@ -393,7 +395,7 @@ def wait_for_run(stack: Stack, dag_id: str, run_id: str, timeout_s: float, appea
 
 
 def run_seconds(run: Mapping[str, Any]) -> float | None:
-    start, end = _epoch(run.get("start_date")), _epoch(run.get("end_date"))
+    start, end = epoch(run.get("start_date")), epoch(run.get("end_date"))
     return None if start is None or end is None else round(end - start, 2)
 
 
@@ -406,7 +408,7 @@ def run_input(stack: Stack, scenario: InputScenario, progress: Progress) -> Inpu
     bucket = stack.endpoints.data_bucket
     models = S3Store(stack.s3, stack.endpoints.models_bucket)
     data = make_input(scenario.input)
-    key = f"{INPUT_PREFIX}/{scenario.name}-{_now_stamp()}.csv"
+    key = f"{INPUT_PREFIX}/{scenario.name}-{now_stamp()}.csv"
     pointer_before = read_production(models)
     stack.s3.put_object(Bucket=bucket, Key=key, Body=data)
     etag = stack.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
