@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 PROBE = "r3e_probe"
 DECISION_LOG = "/var/lib/r3e-autoscaler/decisions.jsonl"
+AUTOSCALER_CONFIG = "/etc/r3e/r3e-autoscaler.json"
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,12 @@ def _decisions(host) -> list[dict]:
     if not host.file(DECISION_LOG).exists:
         return []
     return [json.loads(line) for line in host.check_output(f"cat {DECISION_LOG}").splitlines() if line]
+
+
+def _fixed_workers(host) -> int:
+    """The autoscaler's count of workers outside its pool for the default queue."""
+    pools = json.loads(host.check_output(f"cat {AUTOSCALER_CONFIG}"))["pools"]
+    return next(pool["fixed_workers"] for pool in pools if pool["queue"] == "default")
 
 
 def _trigger(session, api, tasks: int, seconds: float) -> str:
@@ -152,11 +159,13 @@ def _scale(inventory: str, workers: int) -> None:
     not shutil.which("podman"), reason="the container testbed's scale playbook needs podman on the controller"
 )
 def test_the_scale_playbook_adds_a_worker_host_and_drains_it_during_a_run(
-    pytestconfig, session, api, wait_for
+    pytestconfig, autoscaler, session, api, wait_for
 ):
     inventory = pytestconfig.getoption("ansible_inventory")
     try:
         _scale(inventory, 3)
+        # The added host's first worker takes the default queue: the autoscaler counts it.
+        assert _fixed_workers(autoscaler) == 3
         # Four waves on 3 workers' 12 slots: the scale in below starts while tasks still run.
         run_id = _trigger(session, api, tasks=48, seconds=30)
 
@@ -176,5 +185,6 @@ def test_the_scale_playbook_adds_a_worker_host_and_drains_it_during_a_run(
             ["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
         )
         assert "worker-3" not in names.stdout.split()
+        assert _fixed_workers(autoscaler) == 2
     finally:
         _scale(inventory, 2)
