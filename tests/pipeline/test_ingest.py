@@ -11,9 +11,10 @@ import pytest
 
 from r3e_testbed.pipeline import ingest, validate
 from r3e_testbed.pipeline.generate import generate_readings, write_csv
-from r3e_testbed.pipeline.load import DataFileError
+from r3e_testbed.pipeline.load import DataFileError, iter_raw_chunks
 from r3e_testbed.pipeline.preprocess import daily_series
 from r3e_testbed.pipeline.registry import DirectoryStore
+from r3e_testbed.pipeline.schema import CLEAN_DTYPES
 from r3e_testbed.pipeline.validate import validate_chunk
 
 
@@ -144,3 +145,35 @@ def test_a_refused_file_is_named_by_its_key_in_the_message(tmp_path):
     store.put("raw/empty.csv", b"")
     with pytest.raises(DataFileError, match=r"^raw/empty\.csv: the file is empty"):
         ingest.ingest_object(store, "raw/empty.csv", store, "raw/empty.csv/e")
+
+
+def test_clean_parts_read_back_as_the_clean_frames(store):
+    data = raw_bytes(5)
+    store.put("raw/g.csv", data)
+    report = ingest.ingest_object(store, "raw/g.csv", store, "raw/g.csv/e8", chunk_rows=300)
+    expected = validate.validate_file(
+        iter_raw_chunks(io.BytesIO(data), chunk_rows=3000), collect=True
+    ).clean.reset_index(drop=True)
+    parts = [pd.read_parquet(io.BytesIO(store.get(part))) for part in report["clean_parts"]]
+    assert len(parts) > 1
+    assert all({c: str(t) for c, t in part.dtypes.items()} == CLEAN_DTYPES for part in parts)
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected)
+
+
+def test_a_failed_upload_fails_the_run_and_lists_only_the_parts_written(store, monkeypatch):
+    store.put("raw/h.csv", raw_bytes(5))
+    put = store.put
+
+    def put_failing_the_second_part(key: str, data: bytes) -> None:
+        if key.endswith("part-00001.parquet"):
+            raise OSError("the store went away")
+        put(key, data)
+
+    monkeypatch.setattr(store, "put", put_failing_the_second_part)
+    with pytest.raises(OSError, match="went away"):
+        ingest.ingest_object(store, "raw/h.csv", store, "raw/h.csv/e9", chunk_rows=1000)
+    report = json.loads(store.get("quarantine/raw/h.csv/e9/report.json"))
+    assert report["verdict"] == "failed"
+    assert report["error"] == "OSError: the store went away"
+    assert report["clean_parts"] == ["clean/raw/h.csv/e9/part-00000.parquet"]
+    assert store.keys("clean/") == report["clean_parts"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -260,3 +261,131 @@ def test_a_complete_last_row_without_a_line_end_is_fine(chunk_rows: int) -> None
     whole = read_raw(io.BytesIO(data))
     unterminated = pd.concat(list(iter_raw_chunks(io.BytesIO(data.rstrip(b"\r\n")), chunk_rows=chunk_rows)))
     assert len(unterminated) == len(whole)
+
+
+# --- the pyarrow path against pandas' parse ---------------------------------------------------------
+
+
+def chunks_by(parser: str, data: bytes, chunk_rows: int) -> tuple:
+    """What a reader with ``parser`` makes of ``data``: the rows, their numbers, each chunk's size
+    and bad lines, the warnings; or the DataFileError's message."""
+    try:
+        reader = iter_raw_chunks(io.BytesIO(data), chunk_rows, parser=parser)
+        chunks = list(reader)
+    except DataFileError as error:
+        return ("refused", str(error))
+    frame = pd.concat(chunks) if chunks else pd.DataFrame(columns=list(RAW_COLUMNS))
+    assert all(pd.api.types.is_string_dtype(frame[c]) for c in RAW_COLUMNS)
+    assert all(len(c) <= chunk_rows for c in chunks)
+    sizes = [(len(c), c.attrs["bad_lines"]) for c in chunks]
+    return (frame.values.tolist(), frame.index.tolist(), sizes, reader.bad_lines, reader.warnings)
+
+
+DAMAGED_LINES = [
+    b"a,b,c",  # short
+    b"a,b,c,d,e,f",  # long
+    b"a,b,c,d,e,f,g,h",
+    b"",  # blank
+    b"   ",  # whitespace only
+    b",,,,",
+    b"x,Caf\xc3\xa9 \xe2\x80\x83,1,2,In",  # non-ASCII (an em space too)
+    b"a,,b,,",
+    b"\t",
+    b" ,a,b,c,d",
+    b"NA,nan,None,NULL,",
+]
+#: Make pandas parse the rest of the file: pyarrow might read them otherwise.
+QUOTING_LINES = [b'a,"q,uoted",c,d,e', b'a,"two\nlines",c,d,e', b"a,b\rc,d,e", b"a\x00b,c,d,e,f"]
+
+
+HEADERS = [HEADER, b"out/in,temp,noted_date,room_id/id,id\n", HEADER.rstrip(b"\n") + b",extra\n"]
+
+
+def damaged_file(rng: random.Random, lines: list[bytes]) -> bytes:
+    header = rng.choice(HEADERS)
+    rows = [rng.choice(lines) if rng.random() < 0.2 else ROW[:-1] for _ in range(rng.randint(0, 120))]
+    line_end = rng.choice([b"\n", b"\r\n"])
+    return header.replace(b"\n", line_end) + line_end.join(rows) + rng.choice([line_end, b""])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_pyarrow_path_reads_damaged_files_as_pandas_does(seed: int, monkeypatch) -> None:
+    rng = random.Random(seed)
+    for lines in (DAMAGED_LINES, DAMAGED_LINES + QUOTING_LINES):
+        for _ in range(8):
+            data = damaged_file(rng, lines)
+            monkeypatch.setattr(load, "BLOCK_SIZE", rng.choice([64, 200, 4096]))
+            chunk_rows = rng.choice([1, 7, 1000])
+            assert chunks_by("pyarrow", data, chunk_rows) == chunks_by("pandas", data, chunk_rows), data
+
+
+def test_the_export_is_parsed_by_pyarrow_alone(monkeypatch) -> None:
+    data = _generated(0.2)
+    expected = read_raw(io.BytesIO(data), parser="pandas")
+
+    def no_pandas(*args, **kwargs):
+        raise AssertionError("pandas parsed a part of an ordinary file")
+
+    monkeypatch.setattr(load.pd, "read_csv", no_pandas)
+    for line_end in (b"\n", b"\r\n"):
+        frame = read_raw(io.BytesIO(data.replace(b"\n", line_end)))
+        pd.testing.assert_frame_equal(frame, expected)
+        assert frame.attrs == {"bad_lines": [], "warnings": []}
+
+
+def test_after_a_quote_pandas_parses_the_rest_of_the_file(monkeypatch) -> None:
+    monkeypatch.setattr(load, "BLOCK_SIZE", 256)
+    quoted = b'q1,"Room, Admin",08-12-2018 09:30,29,"In"\nq2,"Room\nAdmin",08-12-2018 09:30,29,In\n'
+    data = HEADER + ROW * 10 + quoted + ROW * 10 + b"a,b,c,d,e,f\n" + ROW
+    reader = iter_raw_chunks(io.BytesIO(data), chunk_rows=4)
+    frame = pd.concat(list(reader))
+    assert len(frame) == 23
+    assert frame.index.tolist() == list(range(23))
+    assert frame.iloc[10].tolist() == ["q1", "Room, Admin", "08-12-2018 09:30", "29", "In"]
+    assert frame.iloc[11].tolist() == ["q2", "Room\nAdmin", "08-12-2018 09:30", "29", "In"]
+    assert reader.bad_lines == 1
+    # numbered as pandas numbers the lines of the whole file (it counts a quoted line break not)
+    assert chunks_by("pyarrow", data, 4) == chunks_by("pandas", data, 4)
+
+
+def test_a_last_row_with_too_many_fields_is_reported_too() -> None:
+    # pandas reports it while reading the chunk after the last: that chunk's warnings count too.
+    data = HEADER + ROW * 3 + b"a,b,c,d,e,f"
+    for parser in ("pyarrow", "pandas"):
+        chunks = list(iter_raw_chunks(io.BytesIO(data), chunk_rows=3, parser=parser))
+        assert [b for c in chunks for b in c.attrs["bad_lines"]] == [(5, "expected 5 fields, saw 6")]
+        assert sum(map(len, chunks)) == 3
+
+
+def test_a_line_longer_than_a_block_is_read(monkeypatch) -> None:
+    monkeypatch.setattr(load, "BLOCK_SIZE", 64)
+    long_room = "R" * 1000
+    data = HEADER + ROW + f"x,{long_room},08-12-2018 09:30,29,In\n".encode() + ROW
+    frame = read_raw(io.BytesIO(data))
+    assert frame["room_id/id"].tolist() == ["Room Admin", long_room, "Room Admin"]
+
+
+def test_a_character_cut_by_a_block_boundary_is_fine_and_a_bad_one_is_named(monkeypatch) -> None:
+    monkeypatch.setattr(load, "BLOCK_SIZE", 64)
+    row = "x,Salle de réunion,08-12-2018 09:30,29,In\n".encode()
+    head = HEADER + ROW
+    filler_length = 64 * 3 - 1 - len(head) - row.index("é".encode())  # "é" starts a block's last byte
+    data = head + b"y," + b"R" * (filler_length - 3) + b"\n" + row
+    assert data[64 * 3 - 1 : 64 * 3 + 1] == "é".encode()
+    assert read_raw(io.BytesIO(data))["room_id/id"].iloc[-1] == "Salle de réunion"
+    broken = data[: 64 * 3] + b"x" + data[64 * 3 + 1 :]  # "é" without its second byte
+    with pytest.raises(DataFileError, match=rf"byte C3 at byte offset {64 * 3 - 1} \(line 4\)"):
+        read_raw(io.BytesIO(broken))
+
+
+def test_an_unknown_parser_is_refused() -> None:
+    with pytest.raises(ValueError, match="parser"):
+        iter_raw_chunks(HEAD, parser="polars")  # type: ignore[arg-type]
+
+
+def test_a_short_last_row_with_a_line_end_in_a_text_source_is_a_row() -> None:
+    # (the whole text fits in the first read: its line end must count all the same)
+    frame = read_raw(io.StringIO((HEADER + ROW).decode() + "a,b,c\n"))
+    assert frame.iloc[-1].tolist() == ["a", "b", "c", "", ""]
+    with pytest.raises(DataFileError, match="looks truncated"):
+        read_raw(io.StringIO((HEADER + ROW).decode() + "a,b,c"))

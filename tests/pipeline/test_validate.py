@@ -210,6 +210,26 @@ def test_dates_parse_as_pandas_parses_them_strictly() -> None:
     assert 0.1 < expected.notna().mean() < 0.9
 
 
+def test_a_chunk_of_canonical_dates_parses_as_pandas_parses_it() -> None:
+    """All in the canonical layout, as the export's are: the byte-level path alone."""
+    times = pd.date_range("1970-01-01", "2099-12-31 23:59", periods=5000).floor("min")
+    times = times.append(pd.DatetimeIndex(["2020-02-29 10:00", "2018-12-31 23:59", "2000-02-29 00:00"]))
+    values = pd.Series(times.strftime(DATE_FORMAT), dtype="str")
+    parsed, years, month_first = validate._parse_dates(values)
+    np.testing.assert_array_equal(parsed, pd.to_datetime(values, format=DATE_FORMAT).to_numpy())
+    np.testing.assert_array_equal(years, times.year.to_numpy(dtype="float64"))
+    assert not month_first.any()
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "  \t ", "\u00a0", "\u2003", "\u3000 ", "\x1f", "\r"])
+def test_blank_fields_of_any_whitespace_are_missing(blank: str) -> None:
+    result = validate_chunk(raw(good(1), ("a", blank, "08-12-2018 09:30", "29", "In")))
+    assert result.quarantine["reason"].tolist() == ["room_id/id: missing"]
+    # not blank: whitespace around a value, or a value of characters that are no whitespace
+    for room in (" R", "R ", "\u00e9", "\u200b"):
+        assert validate_chunk(raw(good(1, room=room))).quarantined == 0
+
+
 @pytest.mark.parametrize("dtype", ["str", object])
 @pytest.mark.parametrize(
     "values",
@@ -487,6 +507,28 @@ def test_seen_readings_behaves_like_a_set(
     seen.close()
     assert seen._file is None
     assert len(seen) == 0
+
+
+def test_hashes_are_ordered_stably_also_when_they_differ_in_their_low_bits_only() -> None:
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 2**63, 1000, dtype=np.int64).view(np.uint64)
+    hashes[::7] = hashes[3]  # repeats keep their order
+    for low_bits_only in (False, True):
+        if low_bits_only:  # sorting with the positions in the low bits cannot order these alone
+            hashes[10], hashes[20] = np.uint64(2**40 + 5), np.uint64(2**40 + 1)
+        order, ordered = validate._stable_order(hashes)
+        np.testing.assert_array_equal(order, np.argsort(hashes, kind="stable"))
+        np.testing.assert_array_equal(ordered, np.sort(hashes))
+
+
+@pytest.mark.parametrize("span", [10, 10**9])
+def test_hour_helpers_equal_numpy(span: int) -> None:
+    rng = np.random.default_rng(6)
+    hours = rng.integers(400_000, 400_000 + span, 5000)
+    wanted = rng.choice(hours, 30)
+    np.testing.assert_array_equal(validate._isin_hours(hours, wanted), np.isin(hours, wanted))
+    np.testing.assert_array_equal(validate._isin_hours(hours, []), np.zeros(len(hours), dtype=bool))
+    np.testing.assert_array_equal(validate._stable_hour_order(hours), np.argsort(hours, kind="stable"))
 
 
 def test_seen_readings_of_a_file_in_time_order_write_each_hour_once(monkeypatch) -> None:

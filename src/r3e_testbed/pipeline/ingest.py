@@ -14,24 +14,31 @@ The report is written whatever happens, also when the file as a whole is refused
 such as a store or disk failure, re-raised too: the file was not judged). Every part
 is one object written by one PUT; re-running on the same object rewrites the same parts with the
 same content, and the caller hands on the list of parts it wrote, so no stale part is ever read.
+A chunk's parts are uploaded on a worker thread while the next chunk is read and validated (one
+chunk's parts at most in flight); the report lists the parts written before it.
 
 ``daily_from_parts`` reads the clean parts back one at a time into daily means.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+import pyarrow
+import pyarrow.parquet
 
 from r3e_testbed.pipeline.load import DEFAULT_CHUNK_ROWS, DataFileError, iter_raw_chunks
 from r3e_testbed.pipeline.preprocess import DailyAccumulator
 from r3e_testbed.pipeline.registry import ObjectStore
+from r3e_testbed.pipeline.schema import CLEAN_COLUMNS, CLEAN_ID, CLEAN_LOCATION, CLEAN_ROOM
 from r3e_testbed.pipeline.validate import DEFAULT_MAX_BAD_FRACTION, ValidationResult, validate_file
 
 CLEAN_ROOT = "clean"
@@ -81,10 +88,58 @@ def output_prefix(key: str, etag: str) -> str:
     return f"{key}/{tag}"
 
 
+#: Parquet encoding of the clean parts. The ids are unique: a dictionary of them (tried, then
+#: given up on each part) and their min/max statistics are wasted work. Rooms and locations
+#: repeat, and their dictionaries are small.
+_DICTIONARY_COLUMNS = [CLEAN_ROOM, CLEAN_LOCATION]
+_STATISTICS_COLUMNS = [c for c in CLEAN_COLUMNS if c != CLEAN_ID]
+
+
 def _parquet(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet (with pandas' metadata, so that it reads back with the same dtypes)."""
+    table = pyarrow.Table.from_pandas(frame, preserve_index=False)
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pyarrow.parquet.write_table(
+        table, buffer, use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS
+    )
     return buffer.getvalue()
+
+
+class _PartWriter:
+    """Puts each chunk's parts into the store on a worker thread, so that an upload overlaps with
+    reading and validating the next chunk. The parts are encoded by the caller: encoding them on
+    the worker too would overlap more, but the worker's allocations then add to the peak memory
+    of the chunk being validated. One chunk's parts at most are in flight (:meth:`write` waits for
+    the previous ones first); ``written`` lists the keys written, in order (read it after
+    :meth:`wait` or :meth:`close`); a failed put is raised by the next call."""
+
+    def __init__(self, target: ObjectStore) -> None:
+        self._target = target
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parts")
+        self._pending: Future[None] | None = None
+        self.written: list[str] = []
+
+    def write(self, parts: list[tuple[str, bytes]]) -> None:
+        """Put each ``(key, data)``, on the worker thread."""
+        self.wait()
+        self._pending = self._pool.submit(self._put, parts)
+
+    def _put(self, parts: list[tuple[str, bytes]]) -> None:
+        for key, data in parts:
+            self._target.put(key, data)
+            self.written.append(key)
+
+    def wait(self) -> None:
+        """Until the parts in flight are written (their error raised here, if any)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the parts in flight, whatever becomes of them; stop the worker."""
+        with contextlib.suppress(Exception):  # (the caller is already failing for another reason)
+            self.wait()
+        self._pool.shutdown()
 
 
 def ingest_object(
@@ -103,12 +158,11 @@ def ingest_object(
     :class:`DataFileError` (after writing the report) if the file is unusable, ``KeyError`` if
     the object does not exist.
     """
-    clean_parts: list[str] = []
-    quarantine_parts: list[str] = []
     report_key = f"{QUARANTINE_ROOT}/{out_prefix}/report.json"
     chunks = 0
     # Counted here too: when the file is refused, validate_file raises instead of returning its counts.
     counts: dict[str, Any] = {"rows": 0, "clean_rows": 0, "quarantined_rows": 0, "reason_counts": Counter()}
+    writer = _PartWriter(target)
 
     def write(result: ValidationResult) -> None:
         nonlocal chunks
@@ -117,23 +171,26 @@ def ingest_object(
         counts["clean_rows"] += len(result.clean)
         counts["quarantined_rows"] += result.quarantined
         counts["reason_counts"].update(result.reason_counts)
+        parts: list[tuple[str, bytes]] = []
         if len(result.clean):
             part = f"{CLEAN_ROOT}/{out_prefix}/part-{number:05d}.parquet"
-            target.put(part, _parquet(result.clean.reset_index(drop=True)))
-            clean_parts.append(part)
+            parts.append((part, _parquet(result.clean.reset_index(drop=True))))
         if result.quarantined:
             part = f"{QUARANTINE_ROOT}/{out_prefix}/rows-{number:05d}.csv"
-            target.put(part, result.quarantine.to_csv(index=False).encode("utf-8"))
-            quarantine_parts.append(part)
+            parts.append((part, result.quarantine.to_csv(index=False).encode("utf-8")))
+        if parts:
+            writer.write(parts)
 
     stream = HashingReader(source.open(key), name=key)
     report: dict[str, Any] = {"source": key, "verdict": "accepted", "error": None}
     try:
         try:
-            reader = iter_raw_chunks(stream, chunk_rows)  # checks the file as a whole first
-            summary = validate_file(
-                reader, max_bad_fraction=max_bad_fraction, on_result=write, name=key
-            ).summary()
+            # checks the file as a whole first; closed (with any thread of its) before the rest is hashed
+            with iter_raw_chunks(stream, chunk_rows) as reader:
+                summary = validate_file(
+                    reader, max_bad_fraction=max_bad_fraction, on_result=write, name=key
+                ).summary()
+            writer.wait()
             report.update(summary)
         except DataFileError as error:
             report.update({**counts, "reason_counts": dict(counts["reason_counts"].most_common())})
@@ -146,14 +203,17 @@ def ingest_object(
             )
             raise
         finally:
+            writer.close()
             while stream.read(1 << 20):  # hash the whole object, also when refused early
                 pass
             report.update(
                 {
                     "sha256": stream.sha256,
                     "bytes": stream.bytes_read,
-                    "clean_parts": clean_parts,
-                    "quarantine_parts": quarantine_parts,
+                    "clean_parts": [part for part in writer.written if part.startswith(f"{CLEAN_ROOT}/")],
+                    "quarantine_parts": [
+                        part for part in writer.written if part.startswith(f"{QUARANTINE_ROOT}/")
+                    ],
                 }
             )
             target.put(report_key, json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))

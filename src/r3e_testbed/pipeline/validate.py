@@ -137,15 +137,21 @@ _DAY_FIRST, _MONTH_FIRST, _NEITHER = "day-first", "month-first", "neither"
 _LAYOUTS = pd.CategoricalDtype([_DAY_FIRST, _MONTH_FIRST, _NEITHER])
 
 
+def _offsets_and_data(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The value offsets (``len(text) + 1``) and the UTF-8 bytes of a string array, as numpy views."""
+    offsets_type = np.int64 if pyarrow.types.is_large_string(text.type) else np.int32
+    _, offsets_buffer, data_buffer = text.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    return offsets, data
+
+
 def _fixed_width(text: pyarrow.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, block)``: the positions of the non-null values exactly ``width`` bytes long, and
     their UTF-8 bytes, one row each (``len(rows)`` x ``width`` uint8; a view when it can be)."""
     if not len(text):
         return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
-    offsets_type = np.int64 if pyarrow.types.is_large_string(text.type) else np.int32
-    _, offsets_buffer, data_buffer = text.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[text.offset : text.offset + len(text) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    offsets, data = _offsets_and_data(text)
     fits = np.diff(offsets) == width
     if text.null_count:
         fits &= text.is_valid().to_numpy(zero_copy_only=False)
@@ -156,7 +162,16 @@ def _fixed_width(text: pyarrow.Array, width: int) -> tuple[np.ndarray, np.ndarra
 
 
 _DATE_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15]  # DD-MM-YYYY HH:MM
-_DATE_SEPARATORS = {2: ord("-"), 5: ord("-"), 10: ord(" "), 13: ord(":")}
+_DATE_SEPARATOR_POSITIONS = [2, 5, 10, 13]
+_DATE_SEPARATORS = np.frombuffer(b"-- :", dtype=np.uint8)
+#: Day number (since 1970-01-01) of the first day of each month from January YEAR_MIN on, and of
+#: the month after the last: looked up instead of converted through datetime64[M] on every row.
+_MONTH_STARTS = (
+    (np.arange((YEAR_MAX - YEAR_MIN + 1) * 12 + 1) + (YEAR_MIN - 1970) * 12)
+    .astype("datetime64[M]")
+    .astype("datetime64[D]")
+    .astype(np.int64)
+)
 
 
 def _canonical_dates(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,19 +179,21 @@ def _canonical_dates(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray, np.nd
     digits) of an existing date and time with a year in ``YEAR_MIN..YEAR_MAX``: read field by
     field from their bytes, with numpy."""
     rows, block = _fixed_width(text, 16)
-    digits = block[:, _DATE_DIGITS].astype(np.int32) - ord("0")
-    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
-    for position, separator in _DATE_SEPARATORS.items():
-        ok &= block[:, position] == separator
+    digits = block[:, _DATE_DIGITS] - np.uint8(ord("0"))  # bytes below "0" wrap round to > 9
+    ok = (digits <= 9).all(axis=1)
+    ok &= (block[:, _DATE_SEPARATOR_POSITIONS] == _DATE_SEPARATORS).all(axis=1)
+    digits = digits.astype(np.int32)
     day, month = digits[:, 0] * 10 + digits[:, 1], digits[:, 2] * 10 + digits[:, 3]
     year = digits[:, 4] * 1000 + digits[:, 5] * 100 + digits[:, 6] * 10 + digits[:, 7]
     hour, minute = digits[:, 8] * 10 + digits[:, 9], digits[:, 10] * 10 + digits[:, 11]
     ok &= (month >= 1) & (month <= 12) & (year >= YEAR_MIN) & (year <= YEAR_MAX)
     ok &= (day >= 1) & (hour <= 23) & (minute <= 59)
-    months = np.where(ok, (year - 1970) * 12 + month - 1, 0).astype(np.int64)  # since 1970-01
-    first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)  # day number
-    ok &= day <= (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first
+    months = np.where(ok, (year - YEAR_MIN) * 12 + month - 1, 0)  # since January YEAR_MIN
+    first = _MONTH_STARTS[months]  # day number
+    ok &= day <= _MONTH_STARTS[months + 1] - first
     minutes = ((first + day - 1) * 24 + hour) * 60 + minute
+    if ok.all():  # (the usual chunk)
+        return rows, (minutes * 60_000_000_000).view("datetime64[ns]"), year.astype("float64")
     times = (minutes[ok] * 60_000_000_000).view("datetime64[ns]")
     return rows[ok], times, year[ok].astype("float64")
 
@@ -195,10 +212,12 @@ def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     time, so this is what the strict parse gives); everything else goes through pandas' strict
     parser, as does the month-first test of what fails it.
     """
-    times = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    years = np.full(len(values), np.nan)
     month_first = np.zeros(len(values), dtype=bool)
     rows, canonical_times, canonical_years = _canonical_dates(_arrow_text(values))
+    if len(rows) == len(values):  # all canonical (the usual chunk): nothing else to parse
+        return canonical_times, canonical_years, month_first
+    times = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    years = np.full(len(values), np.nan)
     times[rows], years[rows] = canonical_times, canonical_years
     rest = values.notna().to_numpy(copy=True)
     rest[rows] = False
@@ -346,16 +365,51 @@ if CLEAN_TIME not in DUPLICATE_KEY:  # SeenReadings files readings by hour: exac
 DEFAULT_SEEN_MEMORY_KEYS = 1 << 19
 
 
+def _stable_order(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, ordered)``: ``np.argsort(hashes, kind="stable")`` and ``hashes[order]``.
+
+    Sorted as one array, which is faster than an argsort: each hash with its low bits replaced by
+    its position (equal hashes stay in their order). That orders the hashes by their high bits
+    only; in the rare batch where two hashes differ in the low bits alone, the result is not
+    ascending, and the argsort decides after all.
+    """
+    bits = max(1, (len(hashes) - 1).bit_length())
+    low = np.uint64((1 << bits) - 1)
+    packed = np.sort((hashes & ~low) | np.arange(len(hashes), dtype=np.uint64))
+    order = (packed & low).astype(np.intp)
+    ordered = hashes[order]
+    if len(ordered) > 1 and (ordered[1:] < ordered[:-1]).any():
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+    return order, ordered
+
+
 def _first_occurrences(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(repeat, keys, rows)``: ``repeat`` marks each hash equal to an earlier one in the array;
     ``keys`` are the distinct hashes ascending, ``rows`` the position of each one's first occurrence."""
-    order = np.argsort(hashes, kind="stable")  # stable: equal hashes keep their order, the first leads
-    ordered = hashes[order]
+    order, ordered = _stable_order(hashes)  # stable: equal hashes keep their order, the first leads
     first = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     repeat = np.zeros(len(hashes), dtype=bool)
     repeat[order[~first]] = True
     return repeat, ordered[first], order[first]
+
+
+def _stable_hour_order(hours: np.ndarray) -> np.ndarray:
+    """``np.argsort(hours, kind="stable")``, as a radix sort when the hours span less than 2**16
+    (numpy sorts 16-bit integers so, in linear time)."""
+    if len(hours) and int(hours.max()) - int(hours.min()) < 1 << 16:
+        return np.argsort((hours - hours.min()).astype(np.uint16), kind="stable")
+    return np.argsort(hours, kind="stable")
+
+
+def _isin_hours(hours: np.ndarray, wanted: list[int] | np.ndarray) -> np.ndarray:
+    """``np.isin(hours, wanted)``, with a lookup table when the wanted hours span little (several
+    times faster than numpy's default on the hours in memory)."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if len(wanted) and int(wanted.max()) - int(wanted.min()) < max(len(hours), 1 << 16):
+        return np.isin(hours, wanted, kind="table")
+    return np.isin(hours, wanted)
 
 
 def _counted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -445,7 +499,7 @@ class SeenReadings:
         touched = _counted(key_hours)[0].tolist()
         on_disk = [hour for hour in touched if hour in self._filed]
         if on_disk:
-            filed = np.isin(key_hours, on_disk)
+            filed = _isin_hours(key_hours, on_disk)
             seen[rows[filed]] = self._add_filed(key_hours[filed], keys[filed])
             keys, rows, key_hours = keys[~filed], rows[~filed], key_hours[~filed]
             touched = [hour for hour in touched if hour not in self._filed]
@@ -467,7 +521,7 @@ class SeenReadings:
     def _add_filed(self, key_hours: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Look up and add keys (ascending) of filed hours, one hour at a time; the found mask."""
         found = np.zeros(len(keys), dtype=bool)
-        order = np.argsort(key_hours, kind="stable")  # by hour; keys stay ascending within one
+        order = _stable_hour_order(key_hours)  # by hour; keys stay ascending within one
         for part in np.split(order, np.flatnonzero(np.diff(key_hours[order])) + 1):
             hour = int(key_hours[part[0]])
             stored = self._read(*self._filed[hour])
@@ -492,19 +546,22 @@ class SeenReadings:
         order = np.lexsort((hours, last_used))  # least recently used first
         excess = len(self._hashes) - self.max_memory_keys // 2
         evict = hours[order[: int(np.searchsorted(np.cumsum(counts[order]), excess)) + 1]]
-        leaving = np.isin(self._hours, evict)
+        leaving = _isin_hours(self._hours, evict)
         where = np.flatnonzero(leaving)
-        where = where[np.argsort(self._hours[where], kind="stable")]  # by hour, hashes ascending in each
+        leaving_hours = self._hours[where]
+        order = _stable_hour_order(leaving_hours)  # by hour, hashes ascending in each
+        where, leaving_hours = where[order], leaving_hours[order]
         start = self._append(self._hashes[where])  # one write
-        firsts = np.r_[0, np.flatnonzero(np.diff(self._hours[where])) + 1]
+        firsts = np.r_[0, np.flatnonzero(np.diff(leaving_hours)) + 1]
         lengths = np.diff(np.r_[firsts, len(where)])
         for hour, first, length in zip(
-            self._hours[where[firsts]].tolist(), firsts.tolist(), lengths.tolist(), strict=True
+            leaving_hours[firsts].tolist(), firsts.tolist(), lengths.tolist(), strict=True
         ):
             self._filed[hour] = (start + first, length)
             del self._used[hour]
-        self._hashes = self._hashes[~leaving]
-        self._hours = self._hours[~leaving]
+        staying = ~leaving
+        self._hashes = self._hashes[staying]
+        self._hours = self._hours[staying]
 
     def _append(self, keys: np.ndarray) -> int:
         """Write keys at the end of the file; where they start (in keys)."""
@@ -613,9 +670,31 @@ def _as_raw_text(chunk: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in RAW_COLUMNS if c not in chunk.columns]
     if missing:
         raise DataFileError(f"chunk lacks required column(s) {', '.join(map(repr, missing))}")
-    raw = chunk[list(RAW_COLUMNS)]
-    raw = raw.astype({c: "str" for c in RAW_COLUMNS if not pd.api.types.is_string_dtype(raw[c])})
-    return raw.reset_index(drop=True)
+    raw = chunk[list(RAW_COLUMNS)]  # a new frame: its index may be replaced
+    not_text = {c: "str" for c in RAW_COLUMNS if not pd.api.types.is_string_dtype(raw[c])}
+    if not_text:
+        raw = raw.astype(not_text)
+    raw.index = pd.RangeIndex(len(raw))
+    return raw
+
+
+#: First bytes a blank value may start with: any ASCII control character or space, and any byte
+#: of a multi-byte character (Unicode has more spaces). A generous screen for the exact test.
+_MAY_START_BLANK = np.zeros(256, dtype=bool)
+_MAY_START_BLANK[: ord(" ") + 1] = True
+_MAY_START_BLANK[0x80:] = True
+
+
+def _may_have_blanks(text: pyarrow.Array) -> bool:
+    """False when no value can be blank: none is missing or empty, and none starts with a byte
+    that whitespace may start with (one byte per value read: the export's columns pass)."""
+    if text.null_count:
+        return True
+    offsets, data = _offsets_and_data(text)
+    starts = offsets[:-1]
+    if (offsets[1:] == starts).any():
+        return True
+    return bool(_MAY_START_BLANK[data[starts]].any())
 
 
 def _blank_to_missing(raw: pd.DataFrame) -> pd.DataFrame:
@@ -623,6 +702,8 @@ def _blank_to_missing(raw: pd.DataFrame) -> pd.DataFrame:
     blanks = {}
     for column in raw.columns:
         text = _arrow_text(raw[column])
+        if not _may_have_blanks(text):
+            continue
         blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
         if pc.any(blank).as_py():
             blanks[column] = raw[column].mask(blank.to_numpy(zero_copy_only=False))
@@ -662,6 +743,12 @@ def _describe(cases: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     return cases.assign(code=codes, detail=details)
 
 
+def _empty_quarantine(raw: pd.DataFrame) -> pd.DataFrame:
+    """A quarantine frame of ``raw``'s rows with no rows (the columns and dtypes of one with rows)."""
+    columns = {c: pd.Series(dtype=raw[c].dtype) for c in RAW_COLUMNS}
+    return pd.DataFrame({**columns, "row": pd.Series(dtype="Int64"), "reason": pd.Series(dtype="str")})
+
+
 def _to_clean(raw: pd.DataFrame, times: np.ndarray, temps: np.ndarray) -> pd.DataFrame:
     """The canonical frame of ``raw``'s rows, from their parsed ``times`` and ``temps``."""
     frame = pd.DataFrame(
@@ -674,7 +761,8 @@ def _to_clean(raw: pd.DataFrame, times: np.ndarray, temps: np.ndarray) -> pd.Dat
         },
         index=raw.index,
     )
-    return frame.astype({c: t for c, t in CLEAN_DTYPES.items() if t == "str"})
+    convert = {c: t for c, t in CLEAN_DTYPES.items() if t == "str" and frame[c].dtype != t}
+    return frame.astype(convert) if convert else frame
 
 
 def validate_chunk(raw_chunk: pd.DataFrame, seen: SeenReadings | None = None) -> ValidationResult:
@@ -716,6 +804,15 @@ def validate_chunk(raw_chunk: pd.DataFrame, seen: SeenReadings | None = None) ->
         clean = clean[~repeat]
     clean.index = row_numbers[clean.index.to_numpy()]
 
+    bad_lines = raw_chunk.attrs.get("bad_lines") or []
+    if not len(cases) and not bad_lines:  # (the usual chunk: nothing to quarantine)
+        return ValidationResult(
+            clean=clean,
+            quarantine=_empty_quarantine(raw),
+            reason_counts={},
+            rows=len(raw),
+            duplicates=int(repeat.sum()),
+        )
     bad_index = np.sort(cases["index"].unique())
     quarantine = raw.iloc[bad_index].copy()
     quarantine["row"] = pd.array(row_numbers[bad_index], dtype="Int64")
@@ -733,7 +830,6 @@ def validate_chunk(raw_chunk: pd.DataFrame, seen: SeenReadings | None = None) ->
     else:
         quarantine["reason"] = pd.Series([], dtype="str", index=quarantine.index)
 
-    bad_lines = raw_chunk.attrs.get("bad_lines") or []
     if bad_lines:
         lines = pd.DataFrame({c: pd.Series([""] * len(bad_lines), dtype="str") for c in RAW_COLUMNS})
         lines["row"] = pd.array([None] * len(bad_lines), dtype="Int64")
