@@ -440,7 +440,6 @@ class RawCsvReader(Iterator[pd.DataFrame]):
         frame, bad = self._pandas_read(lambda: pd.read_csv(text, **self._pandas_options()), lines.line)
         assert frame is not None  # (read_csv without chunksize does not raise StopIteration)
         table = _table_of(frame.iloc[1:])
-        bad = [(number + lines.line - 2, message) for number, message in bad]
         split = lines.data[: lines.end].split(b"\n")
         cuts = _rows_before(split, [number - lines.line for number, _ in bad], table.num_rows)
         if not bad or cuts is None:  # (None: pandas counted otherwise; all with the first row)
@@ -472,8 +471,6 @@ class RawCsvReader(Iterator[pd.DataFrame]):
             while True:
                 size = self.chunk_rows - rows_before % self.chunk_rows + 1 if first else self.chunk_rows
                 frame, bad = self._pandas_read(lambda size=size: parser.get_chunk(size), line)
-                # pandas numbers the lines it sees from 1: the probe line stands in for line - 1.
-                bad = [(number + line - 2, message) for number, message in bad]
                 if frame is None:  # the end; the last read may still have skipped lines
                     if bad:
                         yield _RAW_SCHEMA.empty_table(), bad
@@ -487,8 +484,8 @@ class RawCsvReader(Iterator[pd.DataFrame]):
     def _pandas_read(
         self, read: Callable[[], pd.DataFrame], line: int
     ) -> tuple[pd.DataFrame | None, list[tuple[int, str]]]:
-        """``read()`` (None if it raised StopIteration) and the lines pandas skipped meanwhile,
-        numbered as pandas numbers them; pandas reads from physical line ``line`` on."""
+        """``read()`` (None if it raised StopIteration) and the lines pandas skipped meanwhile, by
+        their physical line numbers; pandas reads from physical line ``line`` on."""
         frame: pd.DataFrame | None = None
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -507,7 +504,8 @@ class RawCsvReader(Iterator[pd.DataFrame]):
             if not found:  # e.g. "... leads to a loss of data": never accept that silently
                 raise DataFileError(f"{self.name}: cannot parse as CSV: {item.message}")
             bad.extend(found)
-        return frame, bad
+        # pandas numbers the lines it sees from 1: the probe line stands in for line - 1.
+        return frame, [(number + line - 2, message) for number, message in bad]
 
     def __iter__(self) -> RawCsvReader:
         return self
