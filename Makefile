@@ -3,6 +3,8 @@
 #
 #   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested,
 #                   then one pipeline run (upload -> train -> deploy) with its metrics
+#   make info       the Airflow UI's address, user and generated password
+#   make ssh HOST=control   a shell on one machine (Vagrant with the docker shim on PATH)
 #   make down       destroy them (and the network Vagrant made for them)
 #   make r3e        the R3E experiments against the hosts of `make up`: every fault and bad
 #                   input of experiments/, 20 repeated runs, defaults vs tuned, the robustness
@@ -10,12 +12,18 @@
 #   make bench      the benchmarks: ingest memory and speed (local), then elasticity against
 #                   the hosts of `make up` (BENCH_INVENTORY=<inventory> for others); their
 #                   figures go into the latest R3E report's elasticity section
-#   make test       all tests: lint, unit, molecule (each stage prints its duration)
+#   make readme     the README's R3E and benchmark figures, written from the run in results/
+#                   (r3e publish reports/<timestamp> puts one there; r3e readme --check compares)
+#   make test       all tests: lint, unit, dags, molecule (each stage prints its duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
 #   make unit       the Python package's unit tests
+#   make dags       the DAG files as Airflow loads them (in .venv-airflow): tasks, edges, retries
+#                   and timeouts, no import error or warning
 #   make molecule   the whole stack in containers: converge, idempotence, verify
 #   make validate   check the Vagrantfile for every provider, offline
 #   make venv       the controller's tools (Ansible, Molecule, linters) in .venv
+#   make airflow-venv  the Airflow hosts' venv (their lock and packages) in .venv-airflow
+#                   (apart from .venv: Airflow's pins and Ansible's tools do not mix)
 #
 # PROVIDER=libvirt or PROVIDER=virtualbox gives real VMs instead of containers.
 SHELL := /bin/bash
@@ -39,7 +47,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 WITH_DOCKER = docker info >/dev/null 2>&1 || ! command -v podman >/dev/null || export PATH="$(CURDIR)/tools/podman-docker:$$PATH";
 VAGRANT = $(WITH_DOCKER) VAGRANT_DEFAULT_PROVIDER=$(PROVIDER) vagrant
 
-.PHONY: help deps venv image up provision info down r3e bench validate test lint unit molecule
+.PHONY: help deps venv airflow-venv image up provision login info ssh down r3e bench readme validate test lint unit dags molecule
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -55,8 +63,23 @@ $(VENV)/.installed: requirements.txt pyproject.toml roles/airflow/files/constrai
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --constraint roles/airflow/files/constraints.txt -e ".[pipeline,experiments]"
+	$(VENV)/bin/pip install -q --constraint roles/airflow/files/constraints.txt -e ".[pipeline,services,experiments]"
 	touch $@
+
+# The Airflow hosts' venv: the same lock and packages (the airflow role's airflow_pip_packages
+# and group_vars/airflow.yml's airflow_extra_pip_packages; tests/dags checks that this list
+# still matches them) and this package without extras, as the hosts get its wheel; and pytest.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_LOCK := roles/airflow/files/constraints.txt
+AIRFLOW_PACKAGES := "apache-airflow[celery,postgres,amazon]==3.3.2" apache-airflow-providers-common-io \
+	"apache-airflow-providers-amazon[s3fs]" pandas pyarrow "celery<5.7" prophet scikit-learn pandera
+airflow-venv: $(AIRFLOW_VENV)/.installed
+$(AIRFLOW_VENV)/.installed: pyproject.toml $(AIRFLOW_LOCK) roles/airflow/defaults/main.yml playbooks/group_vars/airflow.yml
+	@start=$$(date +%s); set -ex; \
+	python3 -m venv $(AIRFLOW_VENV); \
+	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip; \
+	$(AIRFLOW_VENV)/bin/pip install -q --constraint $(AIRFLOW_LOCK) $(AIRFLOW_PACKAGES) -e ".[test]"; \
+	touch $@; { set +x; } 2>/dev/null; echo "== $(AIRFLOW_VENV) built: $$(( $$(date +%s) - start )) s"
 
 # The base image of the container hosts (skipped when it exists). It is built with
 # podman; a real Docker engine gets a copy.
@@ -74,20 +97,32 @@ up: deps venv image
 	$(VAGRANT) provision
 	ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/smoke.yml
 	ansible-playbook -i $(VAGRANT_INVENTORY) playbooks/pipeline.yml
-	@$(MAKE) --no-print-directory info
+	@$(MAKE) --no-print-directory login
 	@echo "make up took $$(( $$(date +%s) - $(START) )) s"
 
 provision:
 	$(VAGRANT) provision
 
-# Where the UI is and how to log in; the password is generated per deployment.
+# Where the UI is and how to log in. The password is generated per deployment and lives in
+# .secrets/<deployment>/secrets.yml; `make up` says where, `make info` shows it on request.
+SECRETS_FILE = .secrets/$$($(VENV)/bin/python -c 'import yaml; print(yaml.safe_load(open("topology.yml"))["all"]["vars"]["deployment_name"])')/secrets.yml
+login:
+	@echo "Airflow UI: http://$(R3E_UI_BIND):$(R3E_UI_PORT)/  user: admin"
+	@echo "password:   airflow_admin_password in $(SECRETS_FILE) (make info shows it)"
+
 info:
-	@deployment=$$($(VENV)/bin/python -c 'import yaml; print(yaml.safe_load(open("topology.yml"))["all"]["vars"]["deployment_name"])'); \
-	secrets=.secrets/$$deployment/secrets.yml; \
+	@secrets=$(SECRETS_FILE); \
 	echo "Airflow UI: http://$(R3E_UI_BIND):$(R3E_UI_PORT)/  user: admin"; \
 	if [ -f $$secrets ]; then \
 	  echo "password:   $$($(VENV)/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["airflow_admin_password"])' $$secrets)  (airflow_admin_password in $$secrets)"; \
 	else echo "password:   airflow_admin_password in $$secrets (written by the first provisioning)"; fi
+
+# A shell on one machine of the testbed, e.g. make ssh HOST=control. Vagrant by hand works
+# too once the docker shim is first on PATH: export PATH="$$PWD/tools/podman-docker:$$PATH"
+# (then vagrant ssh control, vagrant status, ...).
+ssh:
+	@test -n "$(HOST)" || { echo "usage: make ssh HOST=<host of topology.yml>, e.g. HOST=control" >&2; exit 2; }
+	@$(VAGRANT) ssh $(HOST)
 
 # Vagrant removes its networks with the last machine on them; the rm covers a network
 # left behind by an interrupted run (only ours: its name carries our subnet).
@@ -111,6 +146,10 @@ bench: venv
 	if [ -n "$$latest" ]; then r3e report "$$latest" --benchmark reports/bench-ingest.json \
 	  --benchmark reports/bench-elasticity.json; else echo "no R3E report yet: make r3e, then make bench"; fi
 
+# Every marked figure of the README from results/ (r3e readme --help); nothing else is touched.
+readme: venv
+	r3e readme
+
 # Offline checks. `-p` skips provider settings; libvirt's are checked through the
 # vagrant-libvirt plugin (no libvirtd needed). Vagrant refuses to look at VirtualBox
 # settings unless `VBoxManage --version` answers: where VirtualBox is not installed, a
@@ -128,7 +167,7 @@ validate:
 # Each stage prints how long it took; .ci/run calls `make test`.
 STAGE = @start=$$(date +%s); trap 'echo "== stage $@: $$(( $$(date +%s) - start )) s"' EXIT;
 
-test: lint unit molecule
+test: lint unit dags molecule
 
 lint: venv
 	$(STAGE) set -e; \
@@ -140,6 +179,10 @@ lint: venv
 
 unit: venv
 	$(STAGE) pytest tests
+
+# R3E_REQUIRE_AIRFLOW=1: where Airflow is missing, tests/dags fails instead of being left out.
+dags: airflow-venv
+	$(STAGE) R3E_REQUIRE_AIRFLOW=1 $(AIRFLOW_VENV)/bin/pytest tests/dags
 
 # The containers need the same podman settings as Vagrant's (images/containers.conf).
 molecule: venv

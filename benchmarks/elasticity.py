@@ -14,7 +14,8 @@ measures and prints each figure next to its goal:
    more than the fixed workers' slots): seconds from the backlog appearing (the moment the work
    task that exceeded the fixed workers' slots was queued, its ``queued_when``) to the first task a
    pool instance received (its journal). Goal <= 30 s. Then waits for the scale in.
-4. ``reconverge``: ``playbooks/site.yml`` run again, timed, its PLAY RECAP's changed counts summed.
+4. ``reconverge``: ``playbooks/site.yml`` run again, timed, its changed results counted (from
+   ansible-runner's stats and events: which task changed on which host, the slowest tasks).
    Goal <= 120 s with changed = 0.
 5. bare machine -> green pipeline (``make up`` from scratch), goal <= 20 min: not measured here;
    ``--bare-seconds N`` reports a value measured with ``/usr/bin/time -v make up``.
@@ -23,7 +24,9 @@ Usage::
 
     python benchmarks/elasticity.py -i INVENTORY [--only training,workers,autoscaler,reconverge]
         [--json out.json] [--bare-seconds N] [--tasks 16] [--seconds 30] [--workers 1,2,4]
-        [--backlog-tasks 24] [--backlog-seconds 20] [--pool-instances 2,3]
+        [--backlog-tasks 24] [--backlog-seconds 20] [--pool-instances 2,3] [--playbooks DIR]
+
+Playbooks run through ansible-runner (the harness's ``Playbooks``); every wait is ``wait_until``.
 """
 
 from __future__ import annotations
@@ -32,9 +35,7 @@ import argparse
 import datetime as dt
 import graphlib
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,10 +48,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from r3e_testbed.clients.airflow import AirflowError
+from r3e_testbed.clients.wait import WaitTimeout, wait_until
 from r3e_testbed.experiments import runner
 from r3e_testbed.experiments.runner import RUN_TIMEOUT_S, epoch, now_stamp, run_seconds, wait_for_run
 from r3e_testbed.experiments.scenario import Workload
-from r3e_testbed.experiments.stack import Stack, StackError, read_endpoints, run_playbook
+from r3e_testbed.experiments.stack import (
+    PLAYBOOKS_ENV,
+    PlaybookRun,
+    Playbooks,
+    Stack,
+    StackError,
+    find_playbooks,
+    read_endpoints,
+)
 
 GOAL_TRAINING_RATIO = 1.5  # training wall time / critical path: at most
 GOAL_SPEEDUP_TWO = 1.8  # 2 workers' throughput / 1 worker's: at least
@@ -70,7 +81,6 @@ IDLE_TIMEOUT_S = 900.0
 
 # Celery's log line for a message a worker took: "Task <name>[<id>] received".
 RECEIVED = re.compile(r"Task \S+\[[^\]]+\] received")
-RECAP_LINE = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$")
 
 
 Progress = Callable[[str], None]
@@ -162,32 +172,6 @@ def throughput(task_instances: Iterable[Mapping[str, Any]], task_id: str = WORK_
     }
 
 
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """The PLAY RECAP of ansible-playbook's output: host -> {ok, changed, unreachable, failed, ...}."""
-    counts: dict[str, dict[str, int]] = {}
-    lines = output.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("PLAY RECAP")]
-    if not starts:
-        raise ValueError("no PLAY RECAP in the output")
-    for line in lines[starts[-1] + 1 :]:
-        match = RECAP_LINE.match(line.strip())
-        if match:
-            pairs = (item.split("=") for item in match.group(2).split())
-            counts[match.group(1)] = {name: int(value) for name, value in pairs}
-    return counts
-
-
-def changed_tasks(output: str) -> list[tuple[str, str]]:
-    """(task name, host) of every result ansible-playbook reported as changed."""
-    task, found = "", []
-    for line in output.splitlines():
-        if heading := re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\]", line):
-            task = heading.group(1)
-        elif changed := re.match(r"^changed: \[([^\]]+)\]", line):
-            found.append((task, changed.group(1)))
-    return found
-
-
 def backlog_moment(
     task_instances: Iterable[Mapping[str, Any]], slots: int, task_id: str = WORK_TASK
 ) -> float | None:
@@ -245,15 +229,6 @@ def decisions(text: str, action: str, after: float) -> list[dict[str, Any]]:
     ]
 
 
-def slowest_tasks(output: str, count: int = 5) -> list[tuple[str, float]]:
-    """The ``count`` slowest tasks of the profile_tasks callback's summary: (task, seconds)."""
-    timed = []
-    for line in output.splitlines():
-        if match := re.match(r"^(.+?) -{3,} (\d+(?:\.\d+)?)s$", line.strip()):
-            timed.append((match.group(1).strip(), float(match.group(2))))
-    return sorted(timed, key=lambda item: -item[1])[:count]
-
-
 # --- figures --------------------------------------------------------------------------------------
 
 
@@ -282,9 +257,8 @@ class Bench:
 
     # Ansible ------------------------------------------------------------------------------------
 
-    def playbook(self, name: str, extra_vars: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
-        # run_playbook resolves names under playbooks/; an absolute path stays itself.
-        return run_playbook(self.stack.inventory, str(BENCH_PLAYBOOKS / name), extra_vars)
+    def playbook(self, name: str, extra_vars: Mapping[str, Any]) -> PlaybookRun:
+        return self.stack.run_playbook(BENCH_PLAYBOOKS / name, extra_vars)
 
     def command(self, hosts: Sequence[str], argv: Sequence[str]) -> dict[str, dict[str, Any]]:
         """rc, stdout and stderr of a command on each host."""
@@ -323,32 +297,39 @@ class Bench:
     # Airflow ------------------------------------------------------------------------------------
 
     def active_runs(self) -> int:
-        answer = self.airflow.get("/api/v2/dags/~/dagRuns", state=["queued", "running"], limit=1)
-        return int(answer["total_entries"])
+        """DAG runs queued or running, of every DAG."""
+        api = self.airflow.dag_runs
+        answer = self.airflow.call(api.get_dag_runs, "~", state=["queued", "running"], limit=1)
+        return answer.total_entries if answer.total_entries is not None else len(answer.dag_runs)
 
     def wait_idle(self, quiet_s: float = 15.0, timeout_s: float = IDLE_TIMEOUT_S) -> None:
         """Until no DAG run is queued or running for ``quiet_s`` (runs started by assets included)."""
-        deadline, quiet_since, said = time.time() + timeout_s, None, False
-        while time.time() < deadline:
+        quiet_since: float | None = None
+        said = False
+
+        def quiet_long_enough() -> bool:
+            nonlocal quiet_since, said
             if self.active_runs():
                 quiet_since = None
                 if not said:
                     self.say("waiting for the DAG runs in progress to end")
                     said = True
-            elif quiet_since is None:
-                quiet_since = time.time()
-            elif time.time() - quiet_since >= quiet_s:
-                return
-            time.sleep(3)
-        raise StackError(f"DAG runs still in progress after {timeout_s:.0f} s")
+                return False
+            quiet_since = quiet_since if quiet_since is not None else time.monotonic()
+            return time.monotonic() - quiet_since >= quiet_s
+
+        try:
+            wait_until(quiet_long_enough, timeout_s=timeout_s, every_s=3.0, what="no DAG run in progress")
+        except WaitTimeout:
+            raise StackError(f"DAG runs still in progress after {timeout_s:.0f} s") from None
 
     def probe(self, label: str, tasks: int, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Trigger r3e_probe and wait for it: (its run, its task instances)."""
         run_id = f"bench__{label}__{now_stamp()}"
-        self.airflow.trigger(PROBE_DAG, run_id, {"tasks": tasks, "seconds": seconds})
+        self.stack.trigger(PROBE_DAG, run_id, {"tasks": tasks, "seconds": seconds})
         self.say(f"{PROBE_DAG} {run_id}: {tasks} tasks of {seconds:g} s")
         run = wait_for_run(self.stack, PROBE_DAG, run_id, RUN_TIMEOUT_S)
-        return run, self.airflow.task_instances(PROBE_DAG, run_id)
+        return run, self.stack.task_instances(PROBE_DAG, run_id)
 
     # Topology -----------------------------------------------------------------------------------
 
@@ -378,8 +359,8 @@ def measure_training(bench: Bench, seed: int) -> list[Figure]:
     bench.wait_idle()
     run = runner.baseline(bench.stack, Workload(seed=seed), bench.say)
     run_id = run["dag_run_id"]
-    tasks = bench.airflow.get(f"/api/v2/dags/{TRAINING_DAG}/tasks")["tasks"]
-    figures = training_figures(run, tasks, bench.airflow.task_instances(TRAINING_DAG, run_id))
+    tasks = bench.stack.tasks(TRAINING_DAG)
+    figures = training_figures(run, tasks, bench.stack.task_instances(TRAINING_DAG, run_id))
     ratio = figures["ratio"]
     path = " > ".join(f"{t} {figures['durations_s'].get(t, 0):.1f} s" for t in figures["critical_path"])
     value = "-" if ratio is None else f"{ratio:.2f}"
@@ -520,14 +501,16 @@ def worker_figures(results: Mapping[int, Mapping[str, Any]], tasks: int, seconds
 def wait_for_pool(
     bench: Bench, host: str, units: Sequence[str], active: bool, timeout_s: float
 ) -> float | None:
-    """When every unit of the pool was seen (in)active; None after ``timeout_s``."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+    """When every unit of the pool was seen (in)active (a timestamp); None after ``timeout_s``."""
+
+    def seen() -> float | None:
         states = bench.unit_states([host], units)[host]
-        if all((state in TAKING_TASKS) == active for state in states.values()):
-            return time.time()
-        time.sleep(5)
-    return None
+        return time.time() if all((state in TAKING_TASKS) == active for state in states.values()) else None
+
+    try:
+        return wait_until(seen, timeout_s=timeout_s, every_s=5.0, what=f"the pool on {host}")
+    except WaitTimeout:
+        return None
 
 
 def measure_autoscaler(
@@ -628,26 +611,25 @@ def measure_autoscaler(
 
 
 def measure_reconverge(bench: Bench) -> list[Figure]:
-    bench.say("ansible-playbook playbooks/site.yml (re-converge)")
-    # profile_tasks adds each task's time to the output (the recap is parsed the same way).
-    enabled = os.environ.get("ANSIBLE_CALLBACKS_ENABLED")
-    os.environ["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(filter(None, [enabled, "ansible.posix.profile_tasks"]))
-    try:
-        started = time.monotonic()
-        result = run_playbook(bench.stack.inventory, "site.yml", {})
-        took = time.monotonic() - started
-    finally:
-        if enabled is None:
-            del os.environ["ANSIBLE_CALLBACKS_ENABLED"]
-        else:
-            os.environ["ANSIBLE_CALLBACKS_ENABLED"] = enabled
-    counts = recap(result.stdout)
-    changed = sum(host.get("changed", 0) for host in counts.values())
-    which, slowest = changed_tasks(result.stdout), slowest_tasks(result.stdout)
-    tasks = sum(1 for line in result.stdout.splitlines() if re.match(r"^(TASK|RUNNING HANDLER) \[", line))
+    bench.say("playbooks/site.yml again (re-converge)")
+    started = time.monotonic()
+    run = bench.stack.run_playbook("site.yml", {})
+    figure = reconverge_figure(run, time.monotonic() - started)
+    bench.say(f"re-converge: {figure.value}; {figure.detail}")
+    return [figure]
+
+
+def reconverge_figure(run: PlaybookRun, took: float, slowest: int = 5) -> Figure:
+    """The re-converge figure of one site.yml run: its changed count (ansible-runner's stats),
+    which task changed on which host, and the slowest tasks (from the run's events)."""
+    counts = run.recap()
+    changed = sum(host["changed"] for host in counts.values())
+    which = [(result.name, result.host) for result in run.changed()]
+    timed = run.task_seconds()
+    tasks, top = len(timed), sorted(timed, key=lambda item: -item[1])[:slowest]
     value = f"{took:.0f} s, changed={changed}"
     detail = f"{tasks} tasks, {took / max(tasks, 1):.1f} s each on average; slowest: " + "; ".join(
-        f"{task} {seconds:.0f} s" for task, seconds in slowest
+        f"{task} {seconds:.0f} s" for task, seconds in top
     )
     if changed:
         detail = "changed: " + "; ".join(f"{host}: {task}" for task, host in which) + ". " + detail
@@ -657,12 +639,11 @@ def measure_reconverge(bench: Bench) -> list[Figure]:
         "recap": counts,
         "changed_tasks": which,
         "tasks": tasks,
-        "slowest_tasks": slowest,
+        "slowest_tasks": top,
     }
-    bench.say(f"re-converge: {value}; {detail}")
     met = changed == 0 and took <= GOAL_RECONVERGE_S
     name = "re-converge (site.yml again)"
-    return [Figure("reconverge", name, value, f"<= {GOAL_RECONVERGE_S:.0f} s, changed=0", met, detail, data)]
+    return Figure("reconverge", name, value, f"<= {GOAL_RECONVERGE_S:.0f} s, changed=0", met, detail, data)
 
 
 def bare_figure(bare_seconds: float | None) -> Figure:
@@ -720,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pool-instances", type=_ints, default=[2, 3], help="the autoscaler's airflow-worker@<n>"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the training data")
+    parser.add_argument(
+        "--playbooks",
+        type=Path,
+        help=f"the playbooks folder (default: ${PLAYBOOKS_ENV}, else playbooks/ here or of the checkout)",
+    )
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     out = Console(width=None if sys.stdout.isatty() else 120)
@@ -729,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
         console.log(message)
 
     try:
-        stack = Stack(read_endpoints(args.inventory), args.inventory)
+        playbooks = Playbooks(find_playbooks(args.playbooks), args.inventory)
+        stack = Stack(read_endpoints(playbooks), playbooks)
     except StackError as error:
         console.print(f"[red]cannot read the deployment's endpoints: {error}[/red]")
         return 1
@@ -753,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         part_started = time.monotonic()
         try:
             figures += measures[part]()
-        except (StackError, ValueError, KeyError, graphlib.CycleError) as error:
+        except (StackError, AirflowError, ValueError, KeyError, graphlib.CycleError) as error:
             errors += 1
             say(f"[red]{part}: {error}[/red]")
             figures.append(Figure(part, part, "error", "-", None, str(error), {"error": str(error)}))
@@ -770,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": begun.isoformat(timespec="seconds"),
             "inventory": args.inventory,
             "seconds": round(took, 1),
-            "options": {k: v for k, v in vars(args).items() if k not in ("json", "inventory")},
+            "options": {k: v for k, v in vars(args).items() if k not in ("json", "inventory", "playbooks")},
             "figures": [asdict(figure) for figure in figures],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

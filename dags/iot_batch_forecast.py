@@ -9,8 +9,8 @@ the answer goes to ``forecasts/batch/<request key>/<etag>.csv`` in the data buck
 from __future__ import annotations
 
 import pendulum
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 from iot_common import CONFIG, DEFAULT_ARGS, store
 
 

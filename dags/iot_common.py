@@ -12,7 +12,7 @@ from datetime import timedelta
 from airflow.sdk import Asset
 
 from r3e_testbed.pipeline.config import PipelineConfig
-from r3e_testbed.pipeline.registry import ObjectStore, S3Store
+from r3e_testbed.storage import FsspecStore, ObjectStore
 
 CONFIG = PipelineConfig.from_env()
 
@@ -37,7 +37,8 @@ DEFAULT_ARGS = {
 
 
 def store(bucket: str) -> ObjectStore:
-    """A bucket through the Airflow connection (endpoint and keys live there, not in DAG code)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    """A bucket through Airflow's object storage and its connection (endpoint and keys live
+    there, not in DAG code)."""
+    from airflow.sdk import ObjectStoragePath
 
-    return S3Store(S3Hook(aws_conn_id=CONFIG.conn_id).get_conn(), bucket)
+    return FsspecStore(ObjectStoragePath(f"s3://{CONFIG.conn_id}@{bucket}/").fs, bucket)

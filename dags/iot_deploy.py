@@ -93,15 +93,24 @@ def iot_deploy():
             models.put(keys[series], forecast_csv(forecast_model(kind, model, PUBLISHED_DAYS)))
         return keys
 
-    @task(outlets=[PRODUCTION_MODEL], retries=0)
+    @task(outlets=[PRODUCTION_MODEL])
     def switch_production(chosen: dict, forecasts: dict, decision: dict, outlet_events=None) -> dict:
-        """Point production at the candidate: one PUT of the pointer, the last write of the run."""
-        from r3e_testbed.pipeline.registry import promote, read_manifest
+        """Point production at the candidate: one PUT of the pointer, the last write of the run.
+
+        Safe to retry: compare stops a run whose candidate is in production already, and runs go one
+        at a time, so a pointer naming the candidate here was written by an earlier try of this task
+        (lost after its PUT), and the retry promotes nothing twice.
+        """
+        from r3e_testbed.pipeline.registry import promote, read_manifest, read_production
 
         models = store(CONFIG.models_bucket)
-        pointer = promote(
-            models, read_manifest(models, chosen["version"]), chosen["selected"], forecasts, decision
-        )
+        pointer = read_production(models)
+        if pointer is not None and pointer["version"] == chosen["version"]:
+            log.info("production is %s already: an earlier try switched it", pointer["version"])
+        else:
+            pointer = promote(
+                models, read_manifest(models, chosen["version"]), chosen["selected"], forecasts, decision
+            )
         log.info("production is now %s (was %s)", pointer["version"], decision.get("production_version"))
         outlet_events[PRODUCTION_MODEL].extra = {"version": pointer["version"]}
         return {"version": pointer["version"], "previous": decision.get("production_version")}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 import pendulum
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 from iot_common import CONFIG, DEFAULT_ARGS, MODEL_VERSIONS, store
 
 from r3e_testbed.pipeline.schema import LOCATIONS

@@ -12,8 +12,8 @@ import json
 import time
 
 import pendulum
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 from iot_common import CONFIG, DEFAULT_ARGS, store
 
 PREFIX = "r3e/probe"

@@ -8,10 +8,15 @@ Molecule scenario (molecule/resources/tests/test_scaling.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from airflow_client.client.models import TaskInstanceCollectionResponse
+
+# tests/ is on the path (the rootdir conftest): the stand-in of Airflow's API the clients' tests use.
+from clients.airflow_stand_in import AirflowStandIn, Answer, Request, task_instance, task_instances
 
 from r3e_testbed.autoscaler.pools import PodmanPool, PoolError, SystemdPool
 from r3e_testbed.autoscaler.rule import Autoscaler, Policy
@@ -19,11 +24,12 @@ from r3e_testbed.autoscaler.service import (
     ConfigError,
     DecisionLog,
     ManagedPool,
+    QueueDemand,
     load_settings,
     main,
     poll_once,
 )
-from r3e_testbed.services.airflow_api import AirflowRequestError
+from r3e_testbed.clients.airflow import Airflow, AirflowError
 
 
 def _config(**changes) -> dict:
@@ -84,6 +90,11 @@ def test_password_file_is_read(tmp_path):
         ({"pools": []}, "pools: at least one pool"),
         ({"airflow": {"url": "http://a", "user": "u"}}, "airflow.password_file: missing"),
         ({"poll_interval_s": 0}, "poll_interval_s must be a finite number of seconds > 0"),
+        ({"pool": {"instances": [2, "3"]}}, "pools[0].instances[1]: expected int, got '3'"),
+        ({"pool": {"scale_in_cooldown": 60}}, "pools[0].scale_in_cooldown: not a setting"),
+        ({"pool": {"backend": "podman"}}, "pools[0].containers: missing"),
+        ({"pools": [{"queue": "default"}]}, "pools[0].backend: missing"),
+        ({"decision_log": 3}, "decision_log: expected str, got 3"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, changes, message):
@@ -91,6 +102,22 @@ def test_bad_settings_are_named(tmp_path, changes, message):
         ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
     ):
         load_settings(_write(tmp_path, _config(**changes)))
+
+
+def test_a_podman_pool_is_read(tmp_path):
+    pool = {"backend": "podman", "containers": ["worker-3", "worker-4"], "maximum": 4, "fixed_workers": 2}
+    config = _config(pool=pool)
+    del config["pools"][0]["instances"], config["pools"][0]["unit_template"]
+    (managed,) = load_settings(_write(tmp_path, config)).pools
+    assert isinstance(managed.pool, PodmanPool)
+    assert managed.pool.members() == ["worker-3", "worker-4"]
+
+
+def test_a_wrong_password_setting_is_named_without_its_value(tmp_path):
+    config = _config(airflow={"url": "http://a:8080", "user": "u", "password": 918273645})
+    with pytest.raises(ConfigError, match=r"airflow\.password: expected str") as refused:
+        load_settings(_write(tmp_path, config))
+    assert "918273645" not in str(refused.value)
 
 
 def test_the_same_queue_twice_is_refused(tmp_path):
@@ -163,11 +190,57 @@ def test_airflow_unreachable_leaves_the_pool_alone(tmp_path):
     pool = ListPool(2, taking=1)
 
     def unreachable(queue: str) -> tuple[int, int]:
-        raise AirflowRequestError("GET /api/v2/dags/~/dagRuns/~/taskInstances: connection refused")
+        raise AirflowError("get_task_instances: no answer (connection refused)")
 
     assert poll_once([_managed(pool)], unreachable, DecisionLog(tmp_path / "d.jsonl")) == []
     assert pool.resized_to == []
     assert not (tmp_path / "d.jsonl").exists()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[AirflowStandIn]:
+    server = AirflowStandIn()
+    yield server
+    server.close()
+    assert not server.errors
+
+
+def _counted(request: Request) -> Answer:
+    """Task instances by queue and state: 10 queued and 2 running in "default", 5 queued in "io"."""
+    counts = {("default", "queued"): 10, ("default", "running"): 2, ("io", "queued"): 5}
+    (queue,), (state,) = request.query["queue"], request.query["state"]
+    total = counts.get((queue, state), 0)
+    return Answer(200, task_instances([task_instance(state=state, queue=queue)][:total], total))
+
+
+def test_the_demand_is_the_queues_queued_and_running_task_instances(stand_in):
+    stand_in.route("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", _counted, TaskInstanceCollectionResponse)
+    demand = QueueDemand(Airflow(stand_in.url, stand_in.user, stand_in.password))
+    assert demand("default") == (10, 2)
+    assert demand("io") == (5, 0)
+    queries = [request.query for request in stand_in.calls("GET", "/api/v2/dags/~/dagRuns/~/taskInstances")]
+    assert queries[:2] == [
+        {"queue": ["default"], "state": ["queued"], "limit": ["1"]},
+        {"queue": ["default"], "state": ["running"], "limit": ["1"]},
+    ]
+
+
+def test_an_answer_without_a_total_is_an_error(stand_in):
+    # The cursor pagination answers without total_entries; the rule cannot count from that.
+    stand_in.route("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", Answer(200, {"task_instances": []}))
+    demand = QueueDemand(Airflow(stand_in.url, stand_in.user, stand_in.password))
+    with pytest.raises(AirflowError, match="no total_entries"):
+        demand("default")
+
+
+def test_airflow_down_is_a_skipped_round(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = probe.getsockname()[1]
+    pool = ListPool(2, taking=1)
+    demand = QueueDemand(Airflow(f"http://127.0.0.1:{nobody}", "admin", "pw", timeout_s=2))
+    assert poll_once([_managed(pool)], demand, DecisionLog(tmp_path / "d.jsonl")) == []
+    assert pool.resized_to == []
 
 
 def test_unchanged_holds_are_logged_once(tmp_path):

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from experiments.ansible_project import make_inventory, make_project
+
+from r3e_testbed.experiments.stack import Playbooks
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "elasticity.py"
 
@@ -150,59 +153,48 @@ def test_worker_figures_give_the_speed_up_and_judge_two_workers_only(bench):
 
 # --- re-converge ------------------------------------------------------------------------------
 
-OUTPUT = """\
-PLAY [Provision Airflow (control components and Celery workers)] ***************
 
-TASK [airflow : Write the systemd units of this host's components] *************
-ok: [control] => (item=scheduler)
-changed: [worker-2] => (item=worker)
-
-RUNNING HANDLER [airflow : Restart Airflow components] *************************
-changed: [worker-2]
-
-TASK [airflow : Enable and start this host's components] ***********************
-ok: [worker-1] => (item=worker)
-
-PLAY RECAP *********************************************************************
-control       : ok=61   changed=0    unreachable=0    failed=0    skipped=12   rescued=0    ignored=0
-worker-1       : ok=40   changed=0    unreachable=0    failed=0    skipped=9    rescued=0    ignored=0
-worker-2       : ok=41   changed=2    unreachable=0    failed=0    skipped=9    rescued=0    ignored=0
-
-"""
+@pytest.fixture(scope="module")
+def playbooks(tmp_path_factory):
+    """A small project whose playbook runs for real (ansible-runner, on this machine)."""
+    folder = make_project(tmp_path_factory.mktemp("project"))
+    return Playbooks(folder, [str(make_inventory(tmp_path_factory.mktemp("inventory")))])
 
 
-def test_recap_reads_every_hosts_counts(bench):
-    counts = bench.recap(OUTPUT)
-    assert set(counts) == {"control", "worker-1", "worker-2"}
-    assert counts["control"]["ok"] == 61
-    assert counts["worker-2"]["changed"] == 2
-    assert sum(host["changed"] for host in counts.values()) == 2
+@pytest.fixture(scope="module")
+def converged(playbooks, tmp_path_factory):
+    """A run that changes things: both hosts write a file, beta's loop and handler change."""
+    return playbooks.run("demo.yml", {"out_dir": str(tmp_path_factory.mktemp("out"))})
 
 
-def test_slowest_tasks_come_from_the_profile_tasks_summary(bench):
-    summary = (
-        "Tuesday 24 November 2026  18:35:55 +0000 (0:00:01.234)       0:03:39.123 ****\n"
-        "=" * 79 + "\nairflow : Install the wheels into the venv, pinned by the lock ------------ 35.20s\n"
-        "Gathering Facts --------------------------------------------------------- 3.01s\n"
-        "seaweedfs : Wait for the filer ------------------------------------------- 41.93s\n"
-    )
-    assert bench.slowest_tasks(OUTPUT + summary, count=2) == [
-        ("seaweedfs : Wait for the filer", 41.93),
-        ("airflow : Install the wheels into the venv, pinned by the lock", 35.2),
+def test_the_reconverge_figure_counts_and_names_what_changed(bench, converged):
+    figure = bench.reconverge_figure(converged, took=42.0)
+    data = figure.data
+    assert data["changed"] == 4 == sum(host["changed"] for host in data["recap"].values())
+    assert sorted(data["changed_tasks"]) == [
+        ("Write the extra variable", "alpha"),
+        ("Write the extra variable", "beta"),
+        ("demo : Loop over items", "beta"),
+        ("demo : Say hello", "beta"),
     ]
-    assert bench.recap(OUTPUT + summary)["worker-2"]["changed"] == 2  # the summary is not a recap
+    assert figure.met is False and figure.value == "42 s, changed=4"
+    assert figure.detail.startswith("changed: ") and "beta: demo : Say hello" in figure.detail
 
 
-def test_recap_without_a_recap_is_an_error(bench):
-    with pytest.raises(ValueError, match="PLAY RECAP"):
-        bench.recap("ERROR! the playbook could not be parsed\n")
+def test_the_reconverge_figure_names_the_slowest_tasks_and_counts_every_task(bench, converged):
+    figure = bench.reconverge_figure(converged, took=42.0, slowest=2)
+    assert figure.data["tasks"] == len(converged.task_seconds()) >= 6
+    (first, seconds), _ = figure.data["slowest_tasks"]
+    assert first == "Take a while" and seconds >= 2.0
+    assert f"slowest: Take a while {seconds:.0f} s" in figure.detail
 
 
-def test_changed_tasks_name_the_task_and_the_host(bench):
-    assert bench.changed_tasks(OUTPUT) == [
-        ("airflow : Write the systemd units of this host's components", "worker-2"),
-        ("airflow : Restart Airflow components", "worker-2"),
-    ]
+def test_a_reconverge_that_changes_nothing_within_the_goal_meets_it(bench, playbooks):
+    unchanged = playbooks.run("demo.yml", {"quiet": True})
+    figure = bench.reconverge_figure(unchanged, took=bench.GOAL_RECONVERGE_S - 1)
+    assert (figure.data["changed"], figure.data["changed_tasks"]) == (0, [])
+    assert figure.met is True and not figure.detail.startswith("changed")
+    assert bench.reconverge_figure(unchanged, took=bench.GOAL_RECONVERGE_S + 1).met is False
 
 
 # --- autoscaler ---------------------------------------------------------------------------------

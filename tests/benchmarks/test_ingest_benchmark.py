@@ -63,6 +63,17 @@ def test_summary_ratios_and_table(bench):
     assert large["rate_ratio"] == pytest.approx(200 / 1000)
     assert large["whole_skipped"]
 
+    # P3, the ratio of the issue, per scale next to its goal
+    assert summary["p3"] == {
+        "by_scale": {"1": pytest.approx(0.1), "100": pytest.approx(0.2)},
+        "goal_at_least": 0.7,
+        "met": False,
+    }
+    assert bench.p3_lines(summary) == [
+        "P3 ingest/pyarrow rows/s = 0.10 (goal >= 0.7) at 1x: 100 / 1,000 rows/s",
+        "P3 ingest/pyarrow rows/s = 0.20 (goal >= 0.7) at 100x: 200 / 1,000 rows/s",
+    ]
+
     cells = bench.table_rows(summary)
     assert cells[0][:4] == ["1x", "100", "5.0", f"{200 * 1.048576:,.0f} ({100 * 1.048576:,.0f})"]
     assert cells[1][4] == "skipped"
@@ -73,3 +84,12 @@ def test_missing_figures_show_as_dashes(bench):
     summary = bench.summarise([run("chunked", 1.0, 100, 2.0, 200)], baseline_kib=0)
     assert summary["scales"][0]["rate_ratio"] is None
     assert bench.table_rows(summary)[0][-1].startswith("-")
+    assert bench.p3_lines(summary) == ["P3 ingest/pyarrow rows/s = - (goal >= 0.7) at 1x: 50 / - rows/s"]
+    assert summary["p3"]["met"] is False
+
+
+def test_p3_is_met_only_when_every_scale_meets_it(bench):
+    runs = [run("chunked", 1.0, 100, 1.0, 200), run("pyarrow", 1.0, 100, 0.7, 150)]
+    assert bench.summarise(runs, baseline_kib=0)["p3"]["met"] is True
+    runs += [run("chunked", 10.0, 1000, 10.0, 200), run("pyarrow", 10.0, 1000, 6.0, 150)]
+    assert bench.summarise(runs, baseline_kib=0)["p3"]["met"] is False

@@ -114,3 +114,19 @@ def test_duration_distribution():
     assert summary["mean"] == sum(values) / len(values)
     assert 13.0 <= summary["p90"] <= 20.0
     assert _distribution([]) == {}
+
+
+def test_run_refuses_a_playbooks_folder_that_is_not_the_projects_before_touching_anything(repo, tmp_path):
+    scenario = str(repo / "experiments/faults/kill-worker.yml")
+    result = runner.invoke(app, ["--playbooks", str(tmp_path), "run", "-i", "nowhere.yml", scenario])
+    assert result.exit_code == 2
+    assert str(tmp_path) in unwrapped(result.output) and "lacks" in result.output
+    from_environment = runner.invoke(
+        app, ["run", "-i", "nowhere.yml", scenario], env={"R3E_PLAYBOOKS": str(tmp_path)}
+    )
+    assert from_environment.exit_code == 2 and str(tmp_path) in unwrapped(from_environment.output)
+
+
+def unwrapped(output: str) -> str:
+    """The console's output without the line breaks it wraps long words with."""
+    return output.replace("\n", "")

@@ -37,8 +37,6 @@ INPUTS = Path(__file__).resolve().parents[2] / "experiments" / "inputs"
 SCENARIO_FILES = sorted(INPUTS.glob("*.yml"))
 #: The oversized scenario is run at this scale here (times OVERSIZE_FACTOR), to stay fast.
 TEST_SCALE_CAP = 0.1
-#: Scenarios whose expectation the ingest does not meet yet (each one reported, not weakened).
-KNOWN_MISMATCHES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -223,11 +221,9 @@ def test_every_corruption_the_harness_must_cover_has_a_scenario():
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
-def test_the_scenario_gets_its_expected_verdict_from_the_ingest(path, tmp_path, request):
+def test_the_scenario_gets_its_expected_verdict_from_the_ingest(path, tmp_path):
     scenario = load_scenario(path)
     assert scenario.kind == "input" and scenario.description
-    if scenario.name in KNOWN_MISMATCHES:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_MISMATCHES[scenario.name], strict=True))
     input_spec = scenario.input
     if input_spec.corruption == "oversized":
         input_spec = input_spec.model_copy(update={"scale": min(input_spec.scale, TEST_SCALE_CAP)})

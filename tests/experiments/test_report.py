@@ -375,6 +375,23 @@ def test_the_faults_table_shows_seconds_with_one_decimal_and_missing_as_a_dash(r
     assert broken["error"] in rows[broken["name"]][column["failed checks"]]
 
 
+def test_the_inputs_table_names_the_failed_checks_as_the_faults_table_does(results, tmp_path):
+    promoted_twice = check("no partial or duplicate promotion", False, "v-1 promoted twice in a row")
+    failing = results["inputs"][1]
+    failing["checks"] = [check("verdict quarantined", True, "the pipeline's verdict: quarantined")]
+    failing["checks"].append(promoted_twice)
+    broken = {**results["inputs"][0], "name": "empty-file", "outcome": "error", "checks": []}
+    broken["error"] = "iot_training run did not end within 1620 s"
+    results["inputs"].append(broken)
+    table = parse(write_report(results, tmp_path).read_text(encoding="utf-8")).tables["inputs"][0]
+    header, rows = table[0], rows_by_first_cell(table)
+    failed = header.index("failed checks")
+    assert rows[failing["name"]][failed] == "no partial or duplicate promotion: v-1 promoted twice in a row"
+    assert "verdict quarantined" not in rows[failing["name"]][failed], "passed checks are not listed"
+    assert rows["month-first-dates"][failed] == "—"
+    assert rows["empty-file"][failed] == f"experiment error: {broken['error']}"
+
+
 def test_the_input_curve_tuning_and_reliability_tables_carry_the_results(results, report):
     _, page = report
     tables = parse(page).tables
@@ -468,3 +485,30 @@ def test_the_report_renders_in_chromium(results, report, tmp_path):
     assert loaded[1] == total[1], "some figures did not load"
     faults = results["faults"]
     assert headline_value(dom, "faults") == f"{sum(f['outcome'] == 'passed' for f in faults)} / {len(faults)}"
+
+
+def test_an_upload_experiment_gets_its_row_and_a_timeline_of_every_uploads_run(tmp_path):
+    lost = check("uploads delivered once", False, "raw/r3e-faults/x-3.csv: 0 iot_training runs")
+    uploads = fault(
+        "stop-event-bridge",
+        "stop_event_bridge",
+        "failed",
+        injected=0.4,
+        recovered=71.2,
+        run_state="failed, missing",
+        checks=[check("run failed", False, "the uploads' runs ended: 2 failed, 1 missing"), lost],
+        timeline=[
+            task_try("#1 fetch", 70.1, 71.0, "success"),
+            task_try("#1 validate", 71.2, 72.5, "failed"),
+            task_try("#2 fetch", 70.3, 71.1, "success"),
+        ],
+        events=[{"at_s": 0.4, "what": "inject"}, {"at_s": 1.1, "what": "upload 1"}],
+        uploads=[{"key": "raw/r3e-faults/x-1.csv", "run_state": "failed", "runs": 1, "asset_events": 1}],
+    )
+    results = empty_results("2026-11-24T12:00:00+00:00")
+    results["faults"].append(uploads)
+    page = write_report(results, tmp_path).read_text(encoding="utf-8")
+    row = rows_by_first_cell(parse(page).tables["faults"][0])["stop-event-bridge"]
+    assert "failed, missing" in row and "failed" in row
+    assert any(lost["detail"] in cell for cell in row)
+    assert (tmp_path / "figures" / "timeline-01-stop-event-bridge.png").read_bytes()[:8] == PNG_MAGIC

@@ -1,10 +1,47 @@
-"""How detection and recovery are read from the observations of a run (no stack needed)."""
+"""How detection and recovery are read from the observations of a run (no stack needed), and
+the parts of an upload experiment that need none or only an Airflow stand-in."""
 
 from __future__ import annotations
 
-import pytest
+import hashlib
+from collections import Counter
 
-from r3e_testbed.experiments.runner import Tick, detect_and_recover
+import pytest
+from airflow_client.client.models.dag_run_response import DAGRunResponse
+from clients.airflow_stand_in import AirflowStandIn, Answer, dag_run
+
+from r3e_testbed.experiments.inputs import ingest_locally
+from r3e_testbed.experiments.runner import (
+    Tick,
+    Upload,
+    delivery_check,
+    detect_and_recover,
+    follow_uploads,
+    put_object,
+    upload_data,
+    upload_phases,
+)
+from r3e_testbed.experiments.stack import Endpoints, Playbooks, Stack
+from r3e_testbed.pipeline.config import run_id_for
+from r3e_testbed.storage import DirectoryStore
+
+ENDPOINTS = {
+    "deployment_name": "testbed",
+    "s3_endpoint": "http://127.0.0.1:9",
+    "s3_access_key": "a",
+    "s3_secret_key": "b",
+    "object_store_backend": "seaweedfs",
+    "data_bucket": "iot-data",
+    "models_bucket": "models",
+    "forecast_url": "http://127.0.0.1:9",
+    "groups": {},
+    "addresses": {},
+    "settings": {},
+}
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def ti(task_id, state, try_number=1, map_index=-1, end_date=None):
@@ -82,3 +119,87 @@ def test_a_disturbance_after_recovery_is_not_the_faults_detection():
         tick(9, ti("a", "success"), healthy=False),
     ]
     assert detect_and_recover(ticks, 1, 1, {("a", -1)}) == (None, 5)
+
+
+# --- uploads through a fault ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "reversible", "phases"),
+    [
+        (3, True, ["during", "during", "during"]),
+        (2, False, ["before", "after"]),
+        (3, False, ["before", "after", "after"]),
+        (1, False, ["after"]),
+    ],
+)
+def test_uploads_go_during_a_lasting_fault_and_around_a_one_shot(count, reversible, phases):
+    assert upload_phases(count, reversible) == phases
+
+
+def test_the_uploaded_files_are_distinct_and_the_ingest_refuses_each_at_once(tmp_path):
+    files = upload_data(3)
+    assert len(set(files)) == 3
+    assert len({run_id_for(f"raw/r3e-faults/x-{n}.csv", md5(data)) for n, data in enumerate(files)}) == 3
+    for number, data in enumerate(files):
+        done = ingest_locally(data, tmp_path / str(number))
+        assert (done["verdict"], done["rows"]) == ("refused", 0)
+        assert "no data rows" in done["reason"]
+
+
+def _upload(number: int) -> Upload:
+    key = f"raw/r3e-faults/stop-event-bridge-20260105T100000-{number}.csv"
+    return Upload(number, key, f"etag{number}", "during", 0.0, run_id_for(key, f"etag{number}"))
+
+
+def test_every_upload_must_have_started_one_run_and_been_one_asset_event():
+    uploads = [_upload(1), _upload(2), _upload(3)]
+    keys = [u.key for u in uploads]
+    once = delivery_check(uploads, Counter(keys), Counter(keys))
+    assert once["passed"] and "each of the 3 uploads" in once["detail"]
+    lost = delivery_check(uploads, Counter(keys[:2]), Counter(keys[:2]))
+    assert not lost["passed"] and f"{keys[2]}: 0 iot_training runs" in lost["detail"]
+    doubled = delivery_check(uploads, Counter(keys), Counter([*keys, keys[1]]))
+    assert not doubled["passed"] and doubled["detail"] == f"{keys[1]}: 2 asset events"
+    assert not delivery_check([], Counter(), Counter())["passed"]  # nothing uploaded proves nothing
+
+
+def test_put_object_returns_the_etag_the_store_gives(tmp_path):
+    store = DirectoryStore(tmp_path)
+    data = upload_data(1)[0]
+    assert put_object(store, "raw/r3e-faults/a.csv", data) == md5(data)
+    assert store.get("raw/r3e-faults/a.csv") == data
+
+
+def test_the_uploads_runs_are_followed_until_each_ended(tmp_path):
+    uploads = [_upload(1), _upload(2)]
+    server, seen = AirflowStandIn(), Counter()
+
+    def run_of(upload):
+        def answer(request):
+            seen[upload.run_id] += 1  # the first look: not there yet; then running; then ended
+            if seen[upload.run_id] == 1:
+                return Answer(404, {"detail": "DagRun not found"})
+            state = "running" if seen[upload.run_id] == 2 else "failed"
+            return Answer(200, dag_run("iot_training", upload.run_id, state=state))
+
+        return answer
+
+    for upload in uploads:
+        server.route(
+            "GET", f"/api/v2/dags/iot_training/dagRuns/{upload.run_id}", run_of(upload), DAGRunResponse
+        )
+    endpoints = {**ENDPOINTS, "airflow_url": server.url, "airflow_user": server.user}
+    stack = Stack(
+        Endpoints.from_mapping({**endpoints, "airflow_password": server.password}), Playbooks(tmp_path, [])
+    )
+    try:
+        assert follow_uploads(stack, uploads, timeout_s=30)
+        assert [u.run["state"] for u in uploads] == ["failed", "failed"]
+        assert all(u.seen_at is not None for u in uploads)
+        assert dict(seen) == {u.run_id: 3 for u in uploads}  # an ended run is not asked for again
+        assert not follow_uploads(stack, [_upload(3)], timeout_s=0)  # never appears: not followed
+    finally:
+        stack.close()
+        server.close()
+    assert not server.errors

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from r3e_testbed.experiments.scenario import (
+    FAULT_TYPES,
     FaultScenario,
     InputScenario,
     ScenarioError,
@@ -183,3 +184,51 @@ def test_duplicate_names_across_folders_are_refused(tmp_path):
 def test_an_empty_folder_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match="no scenario files"):
         load_scenarios([tmp_path])
+
+
+UPLOADS = {
+    "name": "stop-event-bridge",
+    "fault": {"type": "stop_event_bridge", "target": "object_stores", "duration_s": 60},
+    "workload": {"dag_id": "iot_training", "uploads": 3},
+    "steady_state": {"run_state": "failed", "uploads_delivered_once": True},
+}
+
+
+def test_an_upload_workload_parses_with_its_steady_state():
+    scenario = parse_scenario(copy.deepcopy(UPLOADS), "stop-event-bridge.yml")
+    assert scenario.workload.uploads == 3 and scenario.steady_state.uploads_delivered_once
+    assert scenario.steady_state.run_state == "failed"
+    assert parse_scenario(copy.deepcopy(FAULT)).workload.uploads == 0  # triggering is the default
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (changed(UPLOADS, "workload.dag_id", "r3e_probe"), "uploads start iot_training runs"),
+        (changed(UPLOADS, "workload.params", {"tasks": 3}), "uploads start iot_training runs"),
+        (changed(UPLOADS, "workload.uploads", 0), "uploads_delivered_once needs a workload with uploads"),
+        (changed(UPLOADS, "fault.inject", {"when_task_running": "fetch"}), "fault.inject takes no condition"),
+        (changed(UPLOADS, "workload.uploads", 21), "workload.uploads"),
+    ],
+)
+def test_an_upload_workload_that_cannot_run_is_refused(document, problem):
+    with pytest.raises(ScenarioError, match=problem):
+        parse_scenario(document, "x.yml")
+
+
+def test_the_projects_event_loss_scenarios_upload_through_their_fault(repo):
+    bridge = load_scenario(repo / "experiments/faults/stop-event-bridge.yml")
+    filer = load_scenario(repo / "experiments/faults/restart-filer.yml")
+    assert (bridge.fault.type, bridge.fault.duration_s > 0) == ("stop_event_bridge", True)
+    assert (filer.fault.type, filer.fault.duration_s) == ("restart_filer", 0)
+    assert filer.workload.uploads >= 2  # at least one upload on each side of the restart
+    for scenario in (bridge, filer):
+        assert scenario.steady_state.uploads_delivered_once and scenario.steady_state.run_state == "failed"
+
+
+def test_every_fault_type_has_its_tasks_file_and_is_a_choice_of_the_role(repo):
+    role = repo / "roles/fault_injection"
+    spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())
+    choices = spec["argument_specs"]["main"]["options"]["fault_injection_fault"]["choices"]
+    assert sorted(choices) == sorted(FAULT_TYPES)
+    assert all((role / "tasks" / f"{fault}.yml").is_file() for fault in FAULT_TYPES)

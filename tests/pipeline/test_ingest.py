@@ -13,9 +13,9 @@ from r3e_testbed.pipeline import ingest, validate
 from r3e_testbed.pipeline.generate import generate_readings, write_csv
 from r3e_testbed.pipeline.load import DataFileError, iter_raw_chunks
 from r3e_testbed.pipeline.preprocess import daily_series
-from r3e_testbed.pipeline.registry import DirectoryStore
 from r3e_testbed.pipeline.schema import CLEAN_DTYPES
 from r3e_testbed.pipeline.validate import validate_chunk
+from r3e_testbed.storage import DirectoryStore
 
 
 @pytest.fixture

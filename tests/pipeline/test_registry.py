@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from r3e_testbed.pipeline import registry
-from r3e_testbed.pipeline.registry import DirectoryStore, RegistryError
+from r3e_testbed.pipeline.registry import RegistryError
 from r3e_testbed.pipeline.train import model_to_bytes, predict_model, train_baseline
+from r3e_testbed.storage import DirectoryStore
 
 SHA = "ab" * 32
 
@@ -210,6 +211,27 @@ def test_promote_needs_a_series(store):
     with pytest.raises(RegistryError, match="no series selected"):
         registry.promote(store, register(store), {}, {}, {})
     assert registry.read_production(store) is None
+
+
+def test_a_retried_promotion_that_died_before_the_pointer_is_recorded_once(store, monkeypatch):
+    first, second = register(store), register(store, version="v-second")
+    registry.promote(store, first, {"In": "baseline"}, {}, {})
+    real_put = store.put
+
+    def dies_at_the_pointer(key, data):
+        if key == registry.PRODUCTION_KEY:
+            raise OSError("the store went away")
+        real_put(key, data)
+
+    monkeypatch.setattr(store, "put", dies_at_the_pointer)
+    with pytest.raises(OSError):
+        registry.promote(store, second, {"In": "baseline"}, {}, {})
+    monkeypatch.setattr(store, "put", real_put)
+    registry.promote(store, second, {"In": "baseline"}, {}, {})  # the task's retry
+    records = store.keys("iot/promotions/")
+    assert len(records) == 2, "one record per promotion: v-1's, and v-second's written once"
+    assert records[0].endswith("-v-1.json") and records[1].endswith("-v-second.json")
+    assert registry.read_production(store)["version"] == "v-second"
 
 
 def test_promoting_twice_keeps_both_records(store):

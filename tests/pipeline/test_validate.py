@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute
 import pytest
 from pandera.config import config_context
 
@@ -184,7 +185,7 @@ def test_parse_noted_date_equals_the_strict_pandas_parse(dtype) -> None:
 
 
 def test_dates_parse_as_pandas_parses_them_strictly() -> None:
-    """The byte-level fast path against pandas on dates near and far from the canonical layout."""
+    """pyarrow's strptime against pandas on dates near and far from the canonical layout."""
     rng = np.random.default_rng(3)
     n = 20_000
     fields = [
@@ -211,7 +212,7 @@ def test_dates_parse_as_pandas_parses_them_strictly() -> None:
 
 
 def test_a_chunk_of_canonical_dates_parses_as_pandas_parses_it() -> None:
-    """All in the canonical layout, as the export's are: the byte-level path alone."""
+    """All in the canonical layout, as the export's are (pyarrow's strptime parses them)."""
     times = pd.date_range("1970-01-01", "2099-12-31 23:59", periods=5000).floor("min")
     times = times.append(pd.DatetimeIndex(["2020-02-29 10:00", "2018-12-31 23:59", "2000-02-29 00:00"]))
     values = pd.Series(times.strftime(DATE_FORMAT), dtype="str")
@@ -219,6 +220,45 @@ def test_a_chunk_of_canonical_dates_parses_as_pandas_parses_it() -> None:
     np.testing.assert_array_equal(parsed, pd.to_datetime(values, format=DATE_FORMAT).to_numpy())
     np.testing.assert_array_equal(years, times.year.to_numpy(dtype="float64"))
     assert not month_first.any()
+
+
+def test_dates_the_c_library_reads_otherwise_are_left_to_pandas() -> None:
+    # strptime skips blanks before numbers, takes 2- and 3-digit years and rolls 31-04 into May
+    lenient = [
+        " 08-12-2018 09:30",
+        "08- 1-2018 09:30",
+        "08-12-201809:30",
+        "\t8-12-2018 09:30",
+        "31-04-2018 10:00",
+    ]
+    lenient += [
+        "29-02-2018 10:00",
+        "30-02-2020 10:00",
+        "08-12-218  09:30",
+        "08-12-18 09:30",
+        "01-01-0000 00:00",
+    ]
+    fine = [
+        " 8-12-2018 09:30",
+        "08-12-2018  9:30",
+        "29-02-2020 10:00",
+        "08-12-1900 10:00",
+        "08-12-9999 10:00",
+    ]
+    values = pd.Series(lenient + fine, dtype="str")
+    assert (
+        pyarrow.compute.strptime(pyarrow.array(lenient), "%d-%m-%Y %H:%M", "s", error_is_null=True).null_count
+        == 0
+    )
+    times, years, month_first = validate._parse_dates(values)
+    day_first = pd.to_datetime(values, format=DATE_FORMAT, errors="coerce")
+    expected = day_first.where(day_first.dt.year.between(1970, 2099)).astype("datetime64[ns]")
+    np.testing.assert_array_equal(times, expected.to_numpy())
+    np.testing.assert_array_equal(years, day_first.dt.year.to_numpy(dtype="float64", na_value=np.nan))
+    assert np.isnan(years[: len(lenient)]).all()
+    assert pd.notna(times[len(lenient) : len(lenient) + 3]).all() and years[-2:].tolist() == [1900, 9999]
+    other = pd.to_datetime(values, format="%m-%d-%Y %H:%M", errors="coerce")
+    np.testing.assert_array_equal(month_first, (day_first.isna() & other.notna()).to_numpy())
 
 
 @pytest.mark.parametrize("blank", ["", " ", "\t", "  \t ", "\u00a0", "\u2003", "\u3000 ", "\x1f", "\r"])

@@ -1,4 +1,4 @@
-"""The forecast service (r3e_testbed.services.forecast) over a real HTTP server and a folder store."""
+"""The forecast service (r3e_testbed.services.forecast) on uvicorn over HTTP, with a folder store."""
 
 from __future__ import annotations
 
@@ -18,22 +18,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from r3e_testbed.pipeline.generate import generate_readings
 from r3e_testbed.pipeline.preprocess import daily_series, prophet_frame
-from r3e_testbed.pipeline.registry import (
-    PRODUCTION_KEY,
-    DirectoryStore,
-    S3Store,
-    model_key,
-    promote,
-    register_version,
-)
+from r3e_testbed.pipeline.registry import PRODUCTION_KEY, model_key, promote, register_version
 from r3e_testbed.pipeline.schema import LOCATIONS
 from r3e_testbed.pipeline.train import forecast_model, model_from_bytes, model_to_bytes, train_model
 from r3e_testbed.pipeline.validate import validate_chunk
 from r3e_testbed.services import forecast as service_module
-from r3e_testbed.services.forecast import ConfigError, ForecastService, load_config
+from r3e_testbed.services.forecast import create_app, load_config
+from r3e_testbed.services.skeleton import ConfigError
+from r3e_testbed.storage import DirectoryStore, FsspecStore
 
 POLL = 0.05
 DEADLINE = 10.0
@@ -100,19 +98,39 @@ def store(tmp_path) -> CountingStore:
     return CountingStore(tmp_path / "models")
 
 
-@pytest.fixture
-def serve(store) -> Iterator[Callable[..., ForecastService]]:
-    started: list[ForecastService] = []
+class RunningService:
+    """The app on uvicorn in a thread, on a free port of the loopback (lifespan and all)."""
 
-    def start(**options: Any) -> ForecastService:
-        service = ForecastService(store, bind="127.0.0.1", port=0, poll_seconds=POLL, **options)
-        service.start()
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="forecast-test-server", daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), "uvicorn to start")
+        assert self.server.started, "uvicorn did not start"
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def serve(store) -> Iterator[Callable[..., RunningService]]:
+    started: list[RunningService] = []
+
+    def start(**options: Any) -> RunningService:
+        service = RunningService(create_app(store, poll_seconds=POLL, **options))
         started.append(service)
         return service
 
     yield start
     for service in started:
-        service.shutdown()
+        service.stop()
 
 
 def request(url: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
@@ -136,13 +154,13 @@ def wait_for(condition: Callable[[], Any], what: str) -> Any:
     raise AssertionError(f"timed out after {DEADLINE} s waiting for {what}")
 
 
-def health(service: ForecastService) -> dict[str, Any]:
+def health(service: RunningService) -> dict[str, Any]:
     status, document = request(f"{service.url}/health")
     assert status == 200
     return document
 
 
-def wait_for_version(service: ForecastService, version: str) -> dict[str, Any]:
+def wait_for_version(service: RunningService, version: str) -> dict[str, Any]:
     return wait_for(
         lambda: (doc := health(service))["version"] == version and doc["status"] == "ok" and doc,
         f"version {version} to be served",
@@ -389,6 +407,129 @@ def test_prophet_model_is_served(serve, store, frames, baselines):
     assert body["forecast"][0]["ds"] == expected["ds"].iloc[0].strftime("%Y-%m-%d")
 
 
+# --- metrics and the API's description ---------------------------------------------------------
+
+
+def scrape(service: RunningService) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics parsed: (sample name, labels) -> value."""
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def labels(**pairs: str) -> frozenset[tuple[str, str]]:
+    return frozenset(pairs.items())
+
+
+def http_requests(route: str, status: int, method: str = "GET") -> tuple[str, frozenset[tuple[str, str]]]:
+    key = labels(service="forecast-service", method=method, route=route, status=str(status))
+    return "r3e_http_requests_total", key
+
+
+def test_metrics_before_the_first_promotion(serve, store):
+    service = serve()
+    wait_for(lambda: health(service)["last_check"], "the first check")
+    samples = scrape(service)
+    status = "r3e_forecast_status"
+    assert samples[(status, labels(r3e_forecast_status="no_model"))] == 1
+    assert samples[(status, labels(r3e_forecast_status="ok"))] == 0
+    assert not [name for name, _ in samples if name == "r3e_forecast_model_info"]
+    assert samples[("r3e_forecast_model_loads_total", labels())] == 0
+    assert samples[("r3e_forecast_last_check_timestamp_seconds", labels())] == pytest.approx(
+        time.time(), abs=60
+    )
+
+
+def test_metrics_count_requests_loads_and_forecasts(serve, store, baselines):
+    pointer = publish(store, "v-first", baselines["first"])
+    service = serve()
+    wait_for_version(service, "v-first")
+    assert request(f"{service.url}/forecast?series=In&days=5")[0] == 200  # computed
+    assert request(f"{service.url}/forecast?series=In&days=5")[0] == 200  # cached
+    assert request(f"{service.url}/forecast?days=0")[0] == 400
+    assert request(f"{service.url}/nowhere")[0] == 404
+
+    samples = scrape(service)
+    version = labels(version="v-first", promoted_at=pointer["promoted_at"])
+    assert samples[("r3e_forecast_model_info", version)] == 1
+    assert samples[("r3e_forecast_series_info", labels(series="In", kind="baseline"))] == 1
+    assert samples[("r3e_forecast_series_info", labels(series="Out", kind="baseline"))] == 1
+    assert samples[("r3e_forecast_status", labels(r3e_forecast_status="ok"))] == 1
+    assert samples[("r3e_forecast_model_loads_total", labels())] == 1
+    assert samples[("r3e_forecast_model_load_failures_total", labels())] == 0
+    assert samples[("r3e_forecast_cache_lookups_total", labels(result="miss"))] == 1
+    assert samples[("r3e_forecast_cache_lookups_total", labels(result="hit"))] == 1
+    assert samples[("r3e_forecast_compute_seconds_count", labels(kind="baseline"))] == 1
+    assert samples[http_requests("/forecast", 200)] == 2
+    assert samples[http_requests("/forecast", 400)] == 1
+    assert samples[http_requests("unmatched", 404)] == 1
+    assert samples[http_requests("/health", 200)] >= 1
+    assert (
+        samples[
+            (
+                "r3e_http_request_seconds_count",
+                labels(service="forecast-service", method="GET", route="/forecast"),
+            )
+        ]
+        == 3
+    )
+    assert not [key for key in samples if ("route", "/metrics") in key[1]]
+
+    # A promotion that cannot be loaded: counted, and the status turns degraded.
+    manifest = register(store, "v-second", {s: {"baseline": d} for s, d in baselines["second"].items()})
+    store.put(model_key("v-second", "In", "baseline"), b"not a model")
+    promote_kinds(store, manifest, {"In": "baseline", "Out": "baseline"})
+    wait_for(lambda: health(service)["status"] == "degraded", "degraded")
+    samples = scrape(service)
+    assert samples[("r3e_forecast_model_load_failures_total", labels())] == 1
+    assert samples[("r3e_forecast_status", labels(r3e_forecast_status="degraded"))] == 1
+    assert samples[("r3e_forecast_model_info", version)] == 1  # still serving v-first
+
+
+def test_a_failing_forecast_answers_500_and_is_counted(serve, store, baselines, monkeypatch):
+    publish(store, "v-first", baselines["first"])
+    service = serve()
+    wait_for_version(service, "v-first")
+
+    def broken(kind: str, model: Any, days: int) -> pd.DataFrame:
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(service_module, "forecast_model", broken)
+    status, body = request(f"{service.url}/forecast?series=In&days=3")
+    assert status == 500 and "service log" in body["error"] and "broke" not in body["error"]
+    assert health(service)["status"] == "ok"
+    assert scrape(service)[http_requests("/forecast", 500)] == 1
+
+
+def test_openapi_documents_the_forecast_parameters(serve):
+    service = serve(max_days=100)
+    status, document = request(f"{service.url}/openapi.json")
+    assert status == 200
+    operation = document["paths"]["/forecast"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert set(parameters) == {"series", "days"}
+    assert {parameter["in"] for parameter in parameters.values()} == {"query"}
+    days = parameters["days"]["schema"]
+    assert (days["type"], days["minimum"], days["maximum"], days["default"]) == ("integer", 1, 100, 30)
+    assert {"type": "string"} in parameters["series"]["schema"]["anyOf"]
+    # Bad parameters are answered 400 (not FastAPI's 422), and the documents are described.
+    assert {"200", "400", "503"} == set(operation["responses"])
+    schemas = document["components"]["schemas"]
+    assert {"SeriesForecast", "AllForecasts", "Health", "ErrorResponse"} <= set(schemas)
+    assert schemas["Health"]["properties"]["status"]["enum"] == ["ok", "no_model", "degraded"]
+    assert "/health" in document["paths"] and "/metrics" not in document["paths"]
+
+    with urllib.request.urlopen(f"{service.url}/docs", timeout=10) as page:
+        assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert "/openapi.json" in page.read().decode()
+
+
 # --- configuration and the process -------------------------------------------------------------
 
 S3_SETTINGS = {
@@ -402,10 +543,10 @@ S3_SETTINGS = {
 def test_config_defaults_and_stores(tmp_path):
     local = load_config({"R3E_MODELS_DIR": str(tmp_path)})
     assert (local.bind, local.port, local.poll_seconds, local.max_days) == ("127.0.0.1", 8090, 5.0, 365)
-    assert isinstance(local.store, DirectoryStore) and local.store.root == tmp_path
+    assert isinstance(local.store, DirectoryStore) and local.store.folder == tmp_path
 
     remote = load_config({**S3_SETTINGS, "R3E_FORECAST_PORT": "9000", "R3E_FORECAST_POLL_SECONDS": "0.5"})
-    assert isinstance(remote.store, S3Store) and remote.store.bucket == "models"
+    assert isinstance(remote.store, FsspecStore) and remote.store.root == "models"
     assert (remote.port, remote.poll_seconds) == (9000, 0.5)
     assert "secret" not in remote.store_description
 
@@ -420,6 +561,11 @@ def test_config_defaults_and_stores(tmp_path):
         ({**S3_SETTINGS, "R3E_FORECAST_PORT": "70000"}, "R3E_FORECAST_PORT"),
         ({**S3_SETTINGS, "R3E_FORECAST_POLL_SECONDS": "0"}, "R3E_FORECAST_POLL_SECONDS"),
         ({**S3_SETTINGS, "R3E_FORECAST_MAX_DAYS": "-1"}, "R3E_FORECAST_MAX_DAYS"),
+        ({**S3_SETTINGS, "R3E_FORECAST_PORT": "8_0"}, "R3E_FORECAST_PORT"),
+        ({**S3_SETTINGS, "R3E_FORECAST_POLL_SECONDS": "nan"}, "R3E_FORECAST_POLL_SECONDS"),
+        ({**S3_SETTINGS, "R3E_FORECAST_POLL_SECONDS": "3601"}, "R3E_FORECAST_POLL_SECONDS"),
+        ({**S3_SETTINGS, "R3E_FORECAST_MAX_DAYS": "5.0"}, "R3E_FORECAST_MAX_DAYS"),
+        ({**S3_SETTINGS, "R3E_MODELS_BUCKET": " "}, "R3E_MODELS_BUCKET"),
         ({"R3E_MODELS_DIR": "/nonexistent/models"}, "R3E_MODELS_DIR"),
         ({**S3_SETTINGS, "R3E_MODELS_DIR": "."}, "R3E_MODELS_DIR"),  # an existing folder, and S3
     ],
@@ -429,6 +575,37 @@ def test_bad_config_names_the_variable(environ, named, capsys):
         load_config(environ)
     assert service_module.main(environ) == 2
     assert named in capsys.readouterr().err
+
+
+def test_empty_settings_take_the_defaults(tmp_path):
+    settings = load_config(
+        {
+            "R3E_MODELS_DIR": f" {tmp_path} ",
+            "R3E_FORECAST_BIND": "",
+            "R3E_FORECAST_PORT": " ",
+            "R3E_FORECAST_POLL_SECONDS": "",
+            "R3E_FORECAST_MAX_DAYS": "",
+            "R3E_S3_ENDPOINT_URL": "",
+        }
+    )
+    assert (settings.bind, settings.port, settings.poll_seconds, settings.max_days) == (
+        "127.0.0.1",
+        8090,
+        5.0,
+        365,
+    )
+    assert settings.store.folder == tmp_path
+
+
+def test_the_s3_secret_may_come_from_a_file(tmp_path):
+    secret_file = tmp_path / "s3-secret"
+    secret_file.write_text("from-the-file\n")
+    environ = {k: v for k, v in S3_SETTINGS.items() if k != "R3E_S3_SECRET_KEY"}
+    settings = load_config({**environ, "R3E_S3_SECRET_KEY_FILE": str(secret_file)})
+    assert settings.s3_secret_key.get_secret_value() == "from-the-file"
+    assert "from-the-file" not in repr(settings)
+    with pytest.raises(ConfigError, match="R3E_S3_SECRET_KEY_FILE"):
+        load_config({**environ, "R3E_S3_SECRET_KEY_FILE": str(tmp_path / "missing")})
 
 
 def free_port() -> int:
@@ -468,5 +645,24 @@ def test_the_module_runs_and_stops_cleanly_on_sigterm(tmp_path, baselines):
         if process.poll() is None:
             process.kill()
         _, stderr = process.communicate()
+    assert f"listening on http://127.0.0.1:{port}" in stderr
     assert "loaded production v-first" in stderr
     assert "stopped" in stderr
+
+
+def test_the_module_exits_2_on_a_configuration_error(tmp_path):
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("R3E_")},
+        "R3E_MODELS_DIR": str(tmp_path),
+        "R3E_FORECAST_PORT": "eighty",
+    }
+    finished = subprocess.run(
+        [sys.executable, "-m", "r3e_testbed.services.forecast"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # The unit's RestartPreventExitStatus=2: systemd does not restart what cannot start.
+    assert finished.returncode == 2
+    assert "R3E_FORECAST_PORT='eighty'" in finished.stderr.splitlines()[-1]

@@ -11,17 +11,21 @@ Facts such as ports and buckets are read from the playbooks' wiring, never retyp
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
-import requests
 import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+from r3e_testbed.clients.airflow import Airflow, AirflowError
+from r3e_testbed.clients.wait import WaitTimeout, wait_until
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[3]
 PODMAN_CONNECTIONS = {"containers.podman.podman", "podman"}
@@ -135,18 +139,41 @@ def api(first_of, address_of, wiring) -> str:
     return f"http://{address_of(first_of('airflow_control'))}:{wiring['airflow_api_port']}"
 
 
+#: Seconds the tests' calls of Airflow's API keep retrying while it does not answer or answers 5xx.
+AIRFLOW_PATIENCE_S = 30
+
+
 @pytest.fixture(scope="session")
-def session(api, secrets) -> requests.Session:
-    """An API session authenticated as the generated admin user."""
-    response = requests.post(
-        f"{api}/auth/token",
-        json={"username": "admin", "password": secrets["airflow_admin_password"]},
-        timeout=30,
+def airflow(api, secrets, wiring) -> Iterator[Airflow]:
+    """Airflow's REST API as the generated admin user (the official client, through
+    r3e_testbed.clients.airflow: ``airflow.call(airflow.dag_runs.get_dag_run, dag_id, run_id)``)."""
+    client = Airflow(
+        api,
+        wiring["airflow_admin_user"],
+        secrets["airflow_admin_password"],
+        timeout_s=30,
+        patience_s=AIRFLOW_PATIENCE_S,
     )
-    assert response.status_code in (200, 201), response.text
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-    return http
+    client.login()  # an AirflowError here names the status and Airflow's answer
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def dag_parsed(airflow) -> Callable[[str], bool]:
+    """``dag_parsed(dag_id)``: whether Airflow knows the DAG (404 until the dag-processor has
+    parsed it); no answer at all is an error."""
+
+    def parsed(dag_id: str) -> bool:
+        try:
+            airflow.call(airflow.dags.get_dag, dag_id)
+        except AirflowError as error:
+            if error.status is None:
+                raise
+            return False
+        return True
+
+    return parsed
 
 
 @pytest.fixture(scope="session")
@@ -167,16 +194,20 @@ def s3(s3_endpoint, secrets):
 
 @pytest.fixture(scope="session")
 def wait_for():
-    """``wait_for(what, probe, timeout)``: poll ``probe`` until it returns something truthy."""
+    """``wait_for(what, probe, timeout)``: poll ``probe`` until it returns something truthy, and
+    return that; past the timeout the test fails, naming ``what``."""
 
-    def wait(what: str, probe, timeout: float, every: float = 3.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = probe()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(every)
+    def wait(
+        what: str,
+        probe: Callable[[], T],
+        timeout: float,
+        every: float = 3.0,
+        ignore: tuple[type[BaseException], ...] = (),
+    ) -> T:
+        try:
+            return wait_until(probe, timeout_s=timeout, every_s=every, what=what, ignore=ignore)
+        except WaitTimeout as late:
+            message = str(late)
+        pytest.fail(message)
 
     return wait

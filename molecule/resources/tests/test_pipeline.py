@@ -10,10 +10,13 @@ import io
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from airflow_client.client.models import DAGRunResponse
 
+from r3e_testbed.clients.airflow import AirflowError
 from r3e_testbed.pipeline.config import run_id_for
 from r3e_testbed.pipeline.generate import write_csv
 from r3e_testbed.pipeline.registry import PRODUCTION_KEY
@@ -30,48 +33,54 @@ def forecast_api(first_of, address_of, wiring) -> str:
     return f"http://{address_of(first_of('airflow_control'))}:{wiring['forecast_service_port']}"
 
 
-def run_of(api, session, dag_id: str, run_id: str) -> dict | None:
-    response = session.get(f"{api}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30)
-    return response.json() if response.ok else None
+def run_of(airflow, dag_id: str, run_id: str) -> DAGRunResponse | None:
+    """The run, or None while Airflow has no such run."""
+    try:
+        return airflow.call(airflow.dag_runs.get_dag_run, dag_id, run_id)
+    except AirflowError as error:
+        if error.status is None:
+            raise
+        return None
 
 
-def finished(api, session, dag_id, run_id):
+def finished(airflow, dag_id, run_id):
     def probe():
-        run = run_of(api, session, dag_id, run_id)
-        return run if run and run["state"] in ("success", "failed") else None
+        run = run_of(airflow, dag_id, run_id)
+        return run if run and run.state in ("success", "failed") else None
 
     return probe
 
 
-def listener_runs_after(api, session, since: str) -> list[dict]:
-    return session.get(
-        f"{api}/api/v2/dags/data_listener/dagRuns",
-        params={"run_after_gte": since, "order_by": "run_after"},
-        timeout=30,
-    ).json()["dag_runs"]
+def runs_after(airflow, dag_id: str, since: datetime) -> list[DAGRunResponse]:
+    answer = airflow.call(airflow.dag_runs.get_dag_runs, dag_id, run_after_gte=since, order_by=["run_after"])
+    return answer.dag_runs
 
 
-def started_listener(api, session, since: str):
+def listener_runs_after(airflow, since: datetime) -> list[DAGRunResponse]:
+    return runs_after(airflow, "data_listener", since)
+
+
+def started_listener(airflow, since: datetime):
     def probe():
-        started = [r for r in listener_runs_after(api, session, since) if r.get("start_date")]
+        started = [r for r in listener_runs_after(airflow, since) if r.start_date]
         return started[0] if started else None
 
     return probe
 
 
-def upload(s3, bucket: str, key: str, data: bytes) -> tuple[str, float, str]:
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+def upload(s3, bucket: str, key: str, data: bytes) -> tuple[str, float, datetime]:
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     s3.put_object(Bucket=bucket, Key=key, Body=data)
     uploaded = time.time()
     etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
     return etag, uploaded, since
 
 
-def training_started_by_the_upload(api, session, key, etag, wait_for, timeout) -> dict:
+def training_started_by_the_upload(airflow, key, etag, wait_for, timeout) -> DAGRunResponse:
     """The iot_training run data_listener starts for this upload (its run id is key + ETag), finished."""
     return wait_for(
         f"iot_training for {key} to finish",
-        finished(api, session, "iot_training", run_id_for(key, etag)),
+        finished(airflow, "iot_training", run_id_for(key, etag)),
         timeout,
         5,
     )
@@ -86,49 +95,35 @@ def production(s3, wiring) -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def good_upload(api, session, s3, wiring, wait_for) -> dict:
+def good_upload(airflow, dag_parsed, s3, wiring, wait_for) -> dict:
     """Generated data in IOT-temp.csv's layout, uploaded under raw/: the whole flow once."""
     for dag_id in ("data_listener", "iot_training", "iot_deploy"):
-        wait_for(
-            f"{dag_id} to be parsed",
-            lambda d=dag_id: session.get(f"{api}/api/v2/dags/{d}", timeout=30).ok,
-            240,
-        )
+        wait_for(f"{dag_id} to be parsed", lambda d=dag_id: dag_parsed(d), 240)
     buffer = io.BytesIO()
     write_csv(buffer, 1.0, seed=0)
     data, key = buffer.getvalue(), f"raw/IOT-temp-{uuid.uuid4().hex[:8]}.csv"
     bucket = wiring["object_store_data_bucket"]
     etag, uploaded, since = upload(s3, bucket, key, data)
-    listener = wait_for("a data_listener run to start", started_listener(api, session, since), 120, 1)
-    training = training_started_by_the_upload(api, session, key, etag, wait_for, 900)
+    listener = wait_for("a data_listener run to start", started_listener(airflow, since), 120, 1)
+    training = training_started_by_the_upload(airflow, key, etag, wait_for, 900)
     return {
         "key": key,
         "data": data,
         "etag": etag,
         "listener": listener,
-        "upload_to_listener_s": _seconds(listener["start_date"]) - uploaded,
+        "upload_to_listener_s": listener.start_date.timestamp() - uploaded,
         "training": training,
     }
 
 
-def _seconds(timestamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
 @pytest.fixture(scope="module")
-def promoted(good_upload, api, session, s3, wiring, wait_for) -> dict:
+def promoted(good_upload, airflow, s3, wiring, wait_for) -> dict:
     """The deploy run that the training's new model version started, finished."""
-    assert good_upload["training"]["state"] == "success", "iot_training failed; see its task logs"
+    assert good_upload["training"].state == "success", "iot_training failed; see its task logs"
 
     def deploy_finished():
-        runs = session.get(
-            f"{api}/api/v2/dags/iot_deploy/dagRuns",
-            params={"run_after_gte": good_upload["training"]["start_date"]},
-            timeout=30,
-        ).json()["dag_runs"]
-        done = [r for r in runs if r["state"] in ("success", "failed")]
+        runs = runs_after(airflow, "iot_deploy", good_upload["training"].start_date)
+        done = [r for r in runs if r.state in ("success", "failed")]
         return done[0] if done else None
 
     deploy = wait_for("iot_deploy to finish", deploy_finished, 600, 5)
@@ -142,7 +137,7 @@ def test_upload_starts_the_listener_within_a_minute(good_upload):
 
 
 def test_training_succeeds_and_registers_a_version(good_upload, s3, wiring):
-    assert good_upload["training"]["state"] == "success"
+    assert good_upload["training"].state == "success"
     manifests = s3.list_objects_v2(Bucket=wiring["object_store_models_bucket"], Prefix="iot/versions/")
     registered = [
         json.loads(s3.get_object(Bucket=wiring["object_store_models_bucket"], Key=o["Key"])["Body"].read())
@@ -157,7 +152,7 @@ def test_training_succeeds_and_registers_a_version(good_upload, s3, wiring):
 
 
 def test_deploy_promotes_the_new_version(promoted, good_upload):
-    assert promoted["deploy"]["state"] == "success"
+    assert promoted["deploy"].state == "success"
     pointer = promoted["pointer"]
     assert pointer is not None, "no production pointer after the deploy run"
     assert pointer["data"]["key"] == good_upload["key"]
@@ -176,7 +171,7 @@ def test_the_service_serves_the_promoted_model(promoted, forecast_api, wait_for)
 
 
 @pytest.fixture(scope="module")
-def corrupted_upload(promoted, api, session, s3, wiring, forecast_api, wait_for) -> dict:
+def corrupted_upload(promoted, airflow, s3, wiring, forecast_api, wait_for) -> dict:
     """A month-first export (the Kaggle file re-saved by a US-locale tool): must be refused."""
     before = requests.get(f"{forecast_api}/forecast", params={"series": "Out", "days": 7}, timeout=30).json()
     good = io.BytesIO()
@@ -191,12 +186,12 @@ def corrupted_upload(promoted, api, session, s3, wiring, forecast_api, wait_for)
     key = f"raw/IOT-temp-month-first-{uuid.uuid4().hex[:8]}.csv"
     bucket = wiring["object_store_data_bucket"]
     etag, _, _ = upload(s3, bucket, key, ("\n".join(swapped) + "\n").encode())
-    run = training_started_by_the_upload(api, session, key, etag, wait_for, 600)
+    run = training_started_by_the_upload(airflow, key, etag, wait_for, 600)
     return {"key": key, "etag": etag, "run": run, "served_before": before}
 
 
 def test_a_corrupted_file_fails_with_a_clear_reason_in_quarantine(corrupted_upload, s3, wiring):
-    assert corrupted_upload["run"]["state"] == "failed"
+    assert corrupted_upload["run"].state == "failed"
     report_key = f"quarantine/{corrupted_upload['key']}/{corrupted_upload['etag']}/report.json"
     report = json.loads(
         s3.get_object(Bucket=wiring["object_store_data_bucket"], Key=report_key)["Body"].read()
@@ -213,14 +208,12 @@ def test_a_corrupted_file_leaves_production_and_the_forecast_unchanged(
     assert after == corrupted_upload["served_before"]
 
 
-def test_the_same_file_uploaded_again_starts_nothing(promoted, good_upload, api, session, s3, wiring):
+def test_the_same_file_uploaded_again_starts_nothing(promoted, good_upload, airflow, s3, wiring):
     """Same key, same content, same ETag: the bridge drops the event, so no listener run, no training."""
     bucket = wiring["object_store_data_bucket"]
     etag, _, since = upload(s3, bucket, good_upload["key"], good_upload["data"])
     assert etag == good_upload["etag"]
     time.sleep(DUPLICATE_QUIET_S)
-    assert listener_runs_after(api, session, since) == []
-    runs = session.get(
-        f"{api}/api/v2/dags/iot_training/dagRuns", params={"run_after_gte": since}, timeout=30
-    ).json()["dag_runs"]
+    assert listener_runs_after(airflow, since) == []
+    runs = runs_after(airflow, "iot_training", since)
     assert runs == []

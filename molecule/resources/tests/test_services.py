@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
@@ -124,13 +125,18 @@ def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring):
 
 
 @pytest.mark.group("object_stores")
-def test_the_event_bridge_takes_webhooks_on_loopback_and_only_with_the_token(node, wiring):
-    """The filer posts to the bridge over loopback; anything else posting there needs the token."""
+def test_the_event_bridge_follows_the_filer_log_on_loopback_and_takes_webhooks_only_with_the_token(
+    node, wiring
+):
+    """The bridge reads the filer's log (no webhook from the filer); it listens on loopback only,
+    and anything posting a webhook there needs the token."""
     port = wiring["event_bridge_port"]
     assert {address for address, p in listening(node) if p == port} == {"127.0.0.1"}
+    health = json.loads(node.check_output("curl -s http://127.0.0.1:%s/health", str(port)))
+    assert health["source"] == "seaweedfs" and health["checkpoint_ns"], health
     status = node.check_output(
         "curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Content-Type: application/json' "
-        "-d '{}' http://127.0.0.1:%s/events/seaweedfs",
+        "-d '{}' http://127.0.0.1:%s/events/minio",
         str(port),
     )
     assert status == "401"

@@ -3,11 +3,16 @@
     r3e check [SCENARIOS...]              check scenario files, touch nothing
     r3e run -i INVENTORY [SCENARIOS...]   run them, then write reports/<timestamp>/
     r3e report RESULTS.json               render a report again from its results
+    r3e publish reports/<timestamp>       copy a run (and the benchmarks' JSON) to results/
+    r3e readme [--check]                  write the README's figures from results/
 
 SCENARIOS are files or folders of them (default: experiments/faults and experiments/inputs).
 The inventory is any Ansible inventory of the testbed (Molecule's, Vagrant's, real hosts):
 faults are injected by ``playbooks/fault.yml`` against it, measurements read Airflow's REST
-API, the object store and the forecast service.
+API, the object store and the forecast service. The robustness curve is the exception: it runs
+the pipeline's ingest and training in this process, on the controller. The playbooks are found
+in ``playbooks/`` of the working directory or of the checkout the package is installed from
+(editable); elsewhere name them: ``r3e --playbooks DIR run ...`` (or ``R3E_PLAYBOOKS=DIR``).
 """
 
 from __future__ import annotations
@@ -22,17 +27,43 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
+
+from r3e_testbed.clients.airflow import AirflowError
 
 from .results import Reliability, ReliabilityRun, Results, TuningResult, empty_results
 from .scenario import FaultScenario, InputScenario, ScenarioError, Workload, load_scenarios
-from .stack import PROJECT_ROOT, Stack, StackError, read_endpoints
+from .stack import PLAYBOOKS_ENV, PROJECT_ROOT, Playbooks, Stack, StackError, find_playbooks, read_endpoints
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 console = Console(stderr=True)
 DEFAULT_SCENARIOS = [PROJECT_ROOT / "experiments" / "faults", PROJECT_ROOT / "experiments" / "inputs"]
 
 ScenarioPaths = Annotated[list[Path] | None, typer.Argument(help="scenario files or folders")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    playbooks: Annotated[
+        Path | None,
+        typer.Option(
+            "--playbooks",
+            envvar=PLAYBOOKS_ENV,
+            help="the project's playbooks folder (default: playbooks/ here, or of the editable checkout)",
+        ),
+    ] = None,
+) -> None:
+    """Run the R3E experiments against a deployment and write the report."""
+    ctx.obj = {"playbooks": playbooks}
+
+
+def _playbooks(ctx: typer.Context, inventory: list[str]) -> Playbooks:
+    try:
+        return Playbooks(find_playbooks((ctx.obj or {}).get("playbooks")), inventory)
+    except StackError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _load(paths: list[Path] | None) -> list[FaultScenario | InputScenario]:
@@ -46,11 +77,16 @@ def _load(paths: list[Path] | None) -> list[FaultScenario | InputScenario]:
 @app.command()
 def check(paths: ScenarioPaths = None) -> None:
     """Check scenario files and list them; exit 2 naming the first bad one."""
-    table = Table("scenario", "kind", "what", "expects")
+    # Names stay whole (they are what `r3e run` takes); the other columns wrap.
+    table = Table(Column("scenario", no_wrap=True), "kind", "what", "expects")
     for scenario in _load(paths):
         if isinstance(scenario, FaultScenario):
             what = f"{scenario.fault.type} on {scenario.fault.target}"
             expects = f"run {scenario.steady_state.run_state}"
+            if scenario.workload.uploads:
+                what += f", {scenario.workload.uploads} uploads"
+                if scenario.steady_state.uploads_delivered_once:
+                    expects = f"one run per upload, {scenario.steady_state.run_state}"
         else:
             what = f"{scenario.input.corruption} ({scenario.input.fraction:.0%} of rows)"
             expects = scenario.expected
@@ -60,6 +96,7 @@ def check(paths: ScenarioPaths = None) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     paths: ScenarioPaths = None,
     inventory: Annotated[list[str], typer.Option("--inventory", "-i", help="Ansible inventory")] = ...,  # type: ignore[assignment]
     out: Annotated[Path, typer.Option(help="reports folder")] = PROJECT_ROOT / "reports",
@@ -74,12 +111,13 @@ def run(
     scenarios = _load(paths)
     faults = [s for s in scenarios if isinstance(s, FaultScenario)]
     inputs = [s for s in scenarios if isinstance(s, InputScenario)]
+    playbooks = _playbooks(ctx, inventory)
     try:
-        endpoints = read_endpoints(inventory)
+        endpoints = read_endpoints(playbooks)
     except StackError as error:
         console.print(f"[red]cannot read the deployment's endpoints: {error}[/red]")
         raise typer.Exit(1) from None
-    stack = Stack(endpoints, inventory)
+    stack = Stack(endpoints, playbooks)
     created = dt.datetime.now(dt.UTC)
     results = empty_results(created.isoformat(timespec="seconds"))
     steps = len(faults) + len(inputs) + curve + bool(reliability_runs) + tuning
@@ -92,13 +130,13 @@ def run(
         def say(message: str) -> None:
             bar.console.log(message)
 
-        baselines: dict[str, float | None] = {}  # one fault-free run per workload
+        baselines: dict[str, float | None] = {}  # one fault-free run per workload that triggers one
         for scenario in faults:
             workload = scenario.workload.model_dump_json()
-            if workload not in baselines:
+            if workload not in baselines and not scenario.workload.uploads:
                 baselines[workload] = runner.run_seconds(runner.baseline(stack, scenario.workload, say))
             bar.update(overall, description=f"fault {scenario.name}")
-            result = runner.run_fault(stack, scenario, baselines[workload], say)
+            result = runner.run_fault(stack, scenario, baselines.get(workload), say)
             results["faults"].append(result)
             outcome, recovery = result["outcome"], result["recovery_s"]
             say(f"{scenario.name}: {outcome}, run {result['run_state']}, recovery {recovery} s")
@@ -123,6 +161,7 @@ def run(
             bar.update(overall, description="robustness curve")
             results["robustness_curve"] = robustness_curve(seed=seed)
             bar.advance(overall)
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["fingerprint"] = _fingerprint(stack, seed)
     folder = _write(results, out / created.strftime("%Y%m%dT%H%M%SZ"))
     _summary(results, folder)
@@ -161,7 +200,7 @@ def reliability(stack: Stack, workload: Workload, runs: int, say) -> Reliability
 
 
 TUNED_SETTINGS = ("task_instance_heartbeat_timeout", "task_instance_heartbeat_timeout_detection_interval")
-TUNING_SCENARIO = PROJECT_ROOT / "experiments" / "faults" / "kill-worker.yml"
+TUNING_SCENARIO = Path("experiments") / "faults" / "kill-worker.yml"  # in the project's folder
 
 
 def compare_tuning(stack: Stack, say) -> list[TuningResult]:
@@ -170,10 +209,10 @@ def compare_tuning(stack: Stack, say) -> list[TuningResult]:
 
     from . import runner
     from .scenario import load_scenario
-    from .stack import run_playbook
 
-    scenario = load_scenario(TUNING_SCENARIO)
-    role_defaults = yaml.safe_load((PROJECT_ROOT / "roles/airflow/defaults/main.yml").read_text())
+    project = stack.playbooks.project
+    scenario = load_scenario(project / TUNING_SCENARIO)
+    role_defaults = yaml.safe_load((project / "roles/airflow/defaults/main.yml").read_text())
     airflow_defaults = {name: role_defaults[f"airflow_{name}"] for name in TUNED_SETTINGS}
     control = stack.endpoints.groups["airflow_control"][0]
     tuned = {name: stack.endpoints.settings[control][name] for name in TUNED_SETTINGS}
@@ -184,7 +223,7 @@ def compare_tuning(stack: Stack, say) -> list[TuningResult]:
             ("tuned", tuned, {}),  # no extra variables: the inventory's own settings
         ):
             say(f"applying {profile} settings {settings}")
-            run_playbook(stack.inventory, "airflow-settings.yml", extra)
+            stack.run_playbook("airflow-settings.yml", extra)
             result = runner.run_fault(stack, scenario, None, say)
             measured.append(
                 TuningResult(
@@ -199,7 +238,7 @@ def compare_tuning(stack: Stack, say) -> list[TuningResult]:
             say(f"{profile}: detection {result['detection_s']} s, recovery {result['recovery_s']} s")
     finally:
         if len(measured) < 2:  # broke off under the defaults: put the inventory's settings back
-            run_playbook(stack.inventory, "airflow-settings.yml", {})
+            stack.run_playbook("airflow-settings.yml", {})
     return measured
 
 
@@ -222,13 +261,10 @@ def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def _evaluation(stack: Stack, run: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The holdout scores the run's evaluate task returned: {series: {"prophet_mae": ...}}."""
-    entry = stack.airflow.get(
-        f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances/evaluate/xcomEntries/return_value"
-    )
-    value = entry["value"]
+    value = stack.xcom(run["dag_id"], run["dag_run_id"], "evaluate")
     if isinstance(value, str) and value.startswith("s3://"):  # the object-storage XCom backend's path
         bucket, _, key = value.removeprefix("s3://").split("@")[-1].partition("/")
-        value = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        value = json.loads(stack.store(bucket).get(key))
     elif isinstance(value, str):
         value = json.loads(value)
     return {
@@ -246,8 +282,8 @@ def _fingerprint(stack: Stack, seed: int) -> dict[str, Any]:
 
     endpoints = stack.endpoints
     version = None
-    with contextlib.suppress(StackError):
-        version = stack.airflow.get("/api/v2/version").get("version")
+    with contextlib.suppress(StackError, AirflowError):
+        version = stack.airflow_version()
     return environment_fingerprint(
         topology={"groups": endpoints.groups},
         settings={"airflow": endpoints.settings, "object_store_backend": endpoints.object_store_backend},
@@ -293,6 +329,78 @@ def report(
         )
         results_file.write_text(json.dumps(results, indent=2))
     console.print(f"report: {_write(results, out or results_file.parent)}")
+
+
+PUBLISHED = PROJECT_ROOT / "results"  # the run the README's figures come from
+README = PROJECT_ROOT / "README.md"
+BENCHMARK_FILES = [PROJECT_ROOT / "reports" / name for name in ("bench-ingest.json", "bench-elasticity.json")]
+
+
+@app.command()
+def publish(
+    report_dir: Annotated[Path, typer.Argument(help="a report folder, reports/<timestamp>")],
+    benchmark: Annotated[
+        list[Path] | None,
+        typer.Option(help="a benchmarks/*.py --json file (default: make bench's, where they exist)"),
+    ] = None,
+    to: Annotated[Path, typer.Option(help="the folder the README's figures come from")] = PUBLISHED,
+) -> None:
+    """Copy a run's results.json, fingerprint.json and small figures, and the benchmarks' JSON, to results/.
+
+    Figures larger than the limit stay out (the repository keeps small files); the previous run's go.
+    """
+    from .readme import MAX_FIGURE_BYTES, ReadmeError
+    from .readme import publish as publish_run
+
+    benchmarks = benchmark if benchmark is not None else [path for path in BENCHMARK_FILES if path.is_file()]
+    try:
+        published = publish_run(report_dir, to, benchmarks)
+    except ReadmeError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"copied to {to}: {', '.join(published.copied + published.benchmarks)}")
+    if published.oversized:
+        limit = MAX_FIGURE_BYTES // 1024
+        console.print(
+            f"[yellow]left out (larger than {limit} KiB): {', '.join(published.oversized)}[/yellow]"
+        )
+    if not published.benchmarks:
+        console.print(f"[yellow]no benchmark file given or found: {to} keeps the earlier ones[/yellow]")
+    console.print("now `make readme` writes the README's figures from them")
+
+
+@app.command()
+def readme(
+    check: Annotated[
+        bool, typer.Option("--check", help="change nothing; exit 1 if the README is stale")
+    ] = False,
+    results: Annotated[Path, typer.Option(help="the published run")] = PUBLISHED,
+    readme_file: Annotated[Path, typer.Option("--readme", help="the README to write")] = README,
+) -> None:
+    """Write the README's marked figures (<!-- r3e:begin NAME --> ... end) from the files of results/."""
+    from .readme import ReadmeError, load_published, rewrite
+
+    text = readme_file.read_text(encoding="utf-8")
+    try:
+        done = rewrite(text, load_published(results, readme_file))
+    except ReadmeError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    for name, missing in done.unsourced.items():
+        console.print(f"[red]{name}: not written, {results} lacks {', '.join(missing)}[/red]")
+    if check:
+        if done.changed:
+            console.print(f"[red]{readme_file} is out of date ({', '.join(done.changed)}): make readme[/red]")
+        elif not done.unsourced:
+            console.print(f"{readme_file} matches {results}")
+        if done.changed or done.unsourced:
+            raise typer.Exit(1)
+        return
+    if done.changed:
+        readme_file.write_text(done.text, encoding="utf-8")
+    console.print(f"{readme_file}: {', '.join(done.changed) or 'nothing'} rewritten")
+    if done.unsourced:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

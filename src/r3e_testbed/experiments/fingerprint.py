@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from .stack import PROJECT_ROOT
+
 # The distributions whose versions change what the pipeline computes or how it is driven.
 PACKAGES = (
     "r3e-testbed",
@@ -24,11 +26,13 @@ PACKAGES = (
     "scikit-learn",
     "pandera",
     "ansible-core",
+    "ansible-runner",
+    "apache-airflow-client",
     "matplotlib",
 )
 
-# src/r3e_testbed/experiments/fingerprint.py -> the project's root.
-PROJECT_DIR = Path(__file__).resolve().parents[3]
+# The project's folder (the working directory's or the editable checkout's), whose commit is kept.
+PROJECT_DIR = PROJECT_ROOT
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

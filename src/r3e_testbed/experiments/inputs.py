@@ -30,8 +30,8 @@ from r3e_testbed.experiments.scenario import InputSpec
 from r3e_testbed.pipeline.generate import GENERATED_TEMP_RANGE, write_csv
 from r3e_testbed.pipeline.ingest import ingest_object, output_prefix
 from r3e_testbed.pipeline.load import DataFileError
-from r3e_testbed.pipeline.registry import DirectoryStore
 from r3e_testbed.pipeline.schema import RAW_DATE, RAW_TEMP
+from r3e_testbed.storage import DirectoryStore
 
 #: ``(clean file, fraction of rows, random generator) -> bad file``.
 Corruption = Callable[[bytes, float, np.random.Generator], bytes]

@@ -212,7 +212,8 @@ def draw_timeline(fault: FaultResult) -> Figure | None:
     ax.set_yticks(range(len(rows)), [_plain(_row_label(*key)) for key in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5 if rows else 0.5, -0.5)
     ax.set_xlim(0, x_end)
-    ax.set_xlabel("seconds from the start of the run")
+    origin = "the experiment (its first upload or injection)" if fault.get("uploads") else "the run"
+    ax.set_xlabel(f"seconds from the start of {origin}")
     ax.set_title(
         _plain(f"{fault['name']}: {fault['fault']} on {fault['target']} — {fault['outcome']}", limit=120),
         fontsize=10,
@@ -634,11 +635,7 @@ repeated without faults succeeds every time, with stable duration and model metr
 <td class="{{ f.outcome }}">{{ f.outcome }}</td><td>{{ f.run_state or "—" }}</td>
 <td class="num">{{ f.detection_s | seconds }}</td><td class="num">{{ f.recovery_s | seconds }}</td>
 <td class="num">{{ f.retries_used | count }}</td><td class="num">{{ f.extra_wall_s | seconds }}</td>
-<td>{% set failed = f.checks | rejectattr("passed") | list %}
-{% if failed or f.error %}<ul class="checks">
-{% if f.error %}<li>experiment error: {{ f.error }}</li>{% endif %}
-{% for c in failed %}<li>{{ c.name }}: {{ c.detail }}</li>{% endfor %}
-</ul>{% else %}—{% endif %}</td>
+<td>{{ failed_checks(f) }}</td>
 </tr>
 {% endfor %}
 </tbody>
@@ -655,15 +652,16 @@ repeated without faults succeeds every time, with stable duration and model metr
 {% if inputs %}
 <table>
 <thead><tr><th>name</th><th>corruption</th><th>expected</th><th>verdict</th><th>rows</th><th>clean</th>
-<th>quarantined</th><th>reason</th><th>promoted?</th><th>outcome</th></tr></thead>
+<th>quarantined</th><th>reason</th><th>promoted?</th><th>outcome</th><th>failed checks</th></tr></thead>
 <tbody>
 {% for i in inputs %}
 <tr>
 <td title="{{ i.description }}">{{ i.name }}</td><td>{{ i.corruption }}</td><td>{{ i.expected }}</td>
 <td>{{ i.verdict }}</td><td class="num">{{ i.rows | count }}</td>
 <td class="num">{{ i.clean_rows | count }}</td><td class="num">{{ i.quarantined_rows | count }}</td>
-<td>{{ i.reason or "—" }}{% if i.error %}<br>experiment error: {{ i.error }}{% endif %}</td>
+<td>{{ i.reason or "—" }}</td>
 <td>{{ i.promoted | yesno }}</td><td class="{{ i.outcome }}">{{ i.outcome }}</td>
+<td>{{ failed_checks(i) }}</td>
 </tr>
 {% endfor %}
 </tbody>
@@ -797,6 +795,16 @@ window.addEventListener("load", function () {
 </html>
 """
 
+# The fault and the bad-input tables show an experiment's failed checks the same way.
+FAILED_CHECKS_MACRO = """{% macro failed_checks(experiment) -%}
+{% set failed = experiment.checks | rejectattr("passed") | list %}
+{% if failed or experiment.error %}<ul class="checks">
+{% if experiment.error %}<li>experiment error: {{ experiment.error }}</li>{% endif %}
+{% for c in failed %}<li>{{ c.name }}: {{ c.detail }}</li>{% endfor %}
+</ul>{% else %}—{% endif %}
+{%- endmacro %}
+"""
+
 FIGURE_MACRO = """{% macro figure(ref) -%}
 {% if ref.file %}<figure><img src="{{ ref.file }}" alt="{{ ref.alt }}">
 <figcaption>{{ ref.title }}</figcaption></figure>
@@ -827,7 +835,7 @@ def render_html(results: Results, figures: dict[str, Any]) -> str:
     if not isinstance(series, str):
         workers, wall = series
         elasticity_rows = [(f"{w:g}", s, wall[0] / s) for w, s in zip(workers, wall, strict=True)]
-    template = _environment().from_string(FIGURE_MACRO + TEMPLATE)
+    template = _environment().from_string(FIGURE_MACRO + FAILED_CHECKS_MACRO + TEMPLATE)
     return template.render(
         created_at=results.get("created_at") or MISSING,
         head=headline(results),

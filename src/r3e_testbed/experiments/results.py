@@ -1,7 +1,8 @@
 """The shape of ``results.json``: what the harness measures and the report renders.
 
 Times are seconds. ``*_at_s`` values are offsets from the start of the experiment's DAG run
-(its ``start_date``); ``None`` where something did not happen (no detection, no recovery).
+(its ``start_date``), or for an upload workload from the experiment's first action (its first
+upload or the injection); ``None`` where something did not happen (no detection, no recovery).
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ class Event(TypedDict):
     what: str  # "inject", "revert", "detected", "recovered", ...
 
 
+class UploadRecord(TypedDict):
+    """One upload of an upload workload and what became of it."""
+
+    key: str
+    etag: str
+    phase: Literal["before", "during", "after"]  # relative to the fault
+    run_id: str  # the run data_listener derives from key and ETag
+    run_state: str | None  # None: the run never appeared
+    uploaded_at_s: float
+    run_seen_at_s: float | None  # when the harness first saw its run
+    runs: int  # iot_training runs whose conf names the key
+    asset_events: int  # asset events whose extra names the key
+
+
 class FaultResult(TypedDict):
     name: str
     fault: str  # the fault type, e.g. "kill_worker"
@@ -57,6 +72,7 @@ class FaultResult(TypedDict):
     retries_used: int
     timeline: list[TaskInterval]
     events: list[Event]
+    uploads: NotRequired[list[UploadRecord]]  # an upload workload's uploads
     error: NotRequired[str]  # when outcome == "error": what broke the experiment itself
 
 
@@ -110,7 +126,8 @@ class TuningResult(TypedDict):
 
 
 class Results(TypedDict):
-    created_at: str
+    created_at: str  # when the run started
+    finished_at: NotRequired[str]  # when its last measurement ended
     fingerprint: dict  # versions, topology, settings, seeds (see fingerprint.py)
     faults: list[FaultResult]
     inputs: list[InputResult]

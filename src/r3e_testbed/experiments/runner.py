@@ -12,38 +12,62 @@ its condition holds, reverts it after ``duration_s``, and waits for the run to e
   healthy again and every task instance that was running at the injection has succeeded
   (when none was, some task has succeeded since, or the run is over).
 
-Times are seconds from the run's start. A bad-input experiment uploads its file under
-``raw/``, follows the training run the upload starts (through the object store's event,
-the bridge and data_listener), and reads the ingest's report.
+Times are seconds from the run's start. A fault experiment whose workload is uploads (a fault
+of the event path: the bridge, the filer it follows) triggers nothing: it uploads distinct
+files under ``raw/`` around the fault and checks that each started exactly one training run
+(:func:`run_upload_fault`). A bad-input experiment uploads its file under ``raw/``, follows
+the training run the upload starts (through the object store's event, the bridge and
+data_listener), and reads the ingest's report.
+
+Every wait is :func:`r3e_testbed.clients.wait.wait_until` (tenacity, on the monotonic clock);
+``time.time()`` only stamps observations and events. The two plain pauses are part of a
+method: a reversible fault's duration, and the quiet after a duplicate upload.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import tenacity
+
+from r3e_testbed.clients.airflow import AirflowError
+from r3e_testbed.clients.wait import WaitTimeout, wait_until
 from r3e_testbed.pipeline.config import run_id_for
 from r3e_testbed.pipeline.ingest import output_prefix
-from r3e_testbed.pipeline.registry import S3Store, read_production
+from r3e_testbed.pipeline.registry import read_production
+from r3e_testbed.storage import ObjectStore
 
 from .integrity import artifacts_intact, promotion_records, promotions_sound
-from .results import Check, Event, FaultResult, InputResult, TaskInterval
-from .scenario import FaultScenario, InputScenario, Workload
+from .results import Check, Event, FaultResult, InputResult, TaskInterval, UploadRecord
+from .scenario import UPLOAD_DAG, FaultScenario, InputScenario, InputSpec, Workload
 from .stack import Stack, StackError, healthy
 
 TERMINAL = {"success", "failed"}
 DISTURBED = {"failed", "up_for_retry", "restarting", "upstream_failed"}
 POLL_S = 1.0
 RUN_TIMEOUT_S = 1500.0
+#: An upload's run appearing and ending, after the fault's revert (or its one shot).
+DELIVERY_TIMEOUT_S = 900.0
+#: Upload retries while the object store refuses (its filer restarting).
+UPLOAD_PATIENCE_S = 120.0
+#: Runs and asset events are listed from this long before the experiment began: the controller's
+#: and Airflow's clocks may differ a little (the experiment's keys are its own, nothing else matches).
+CLOCK_MARGIN_S = 60.0
+#: After a duplicate upload, how long a second listener run would take to appear at the latest.
+DUPLICATE_QUIET_S = 30.0
+#: With no iot_deploy run this long after a training run ended, there is none to wait for.
+DEPLOY_APPEAR_S = 60.0
 WORKLOAD_PREFIX = "r3e/workloads"
 INPUT_PREFIX = "raw/r3e-inputs"
+UPLOAD_PREFIX = "raw/r3e-faults"
 
 Progress = Callable[[str], None]
 
@@ -53,11 +77,14 @@ def now_stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
+def moment(timestamp: str) -> dt.datetime:
+    """An ISO timestamp as Airflow writes it (``...Z`` or ``...+00:00``)."""
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
 def epoch(timestamp: str | None) -> float | None:
     """An ISO timestamp as Airflow writes it, in epoch seconds; None stays None."""
-    if not timestamp:
-        return None
-    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    return None if not timestamp else moment(timestamp).timestamp()
 
 
 def _rel(at: float | None, origin: float) -> float | None:
@@ -74,15 +101,16 @@ def workload_conf(stack: Stack, workload: Workload) -> dict[str, Any]:
     from r3e_testbed.pipeline.generate import write_csv
 
     bucket = stack.endpoints.data_bucket
+    store = stack.store(bucket)
     key = f"{WORKLOAD_PREFIX}/iot-scale{workload.scale:g}-seed{workload.seed}.csv"
-    try:
-        etag = stack.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except stack.s3.exceptions.ClientError:
+    etag = store.etag(key)
+    if etag is None:
         buffer = io.BytesIO()
         write_csv(buffer, workload.scale, seed=workload.seed)
-        data = buffer.getvalue()
-        stack.s3.put_object(Bucket=bucket, Key=key, Body=data)
-        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        store.put(key, buffer.getvalue())
+        etag = store.etag(key)
+        if etag is None:
+            raise StackError(f"s3://{bucket}/{key} is not there after its upload")
     return {"bucket": bucket, "key": key, "etag": etag, **workload.params}
 
 
@@ -108,13 +136,13 @@ class Watch:
 
     def observe(self) -> Tick:
         """One observation; a call the api-server does not answer is not retried (that is data)."""
-        airflow, at = self.stack.airflow, time.time()
-        is_healthy = healthy(airflow.health())
+        stack, at = self.stack, time.time()
+        is_healthy = healthy(stack.airflow.health())
         try:
-            run = airflow.run(self.dag_id, self.run_id, patience_s=0)
-            task_instances = airflow.task_instances(self.dag_id, self.run_id, patience_s=0)
+            run = stack.dag_run(self.dag_id, self.run_id, patience_s=0)
+            task_instances = stack.task_instances(self.dag_id, self.run_id, patience_s=0)
             self.last_run, run_state = run, run["state"]
-        except StackError:
+        except AirflowError:
             run_state, task_instances = None, []
         tick = Tick(
             at=at,
@@ -129,8 +157,8 @@ class Watch:
 
 def timeline(stack: Stack, dag_id: str, run_id: str, origin: float) -> list[TaskInterval]:
     intervals: list[TaskInterval] = []
-    for instance in stack.airflow.task_instances(dag_id, run_id):
-        for attempt in stack.airflow.tries(dag_id, run_id, instance["task_id"], instance["map_index"]):
+    for instance in stack.task_instances(dag_id, run_id):
+        for attempt in stack.tries(dag_id, run_id, instance["task_id"], instance["map_index"]):
             intervals.append(
                 TaskInterval(
                     task_id=attempt["task_id"],
@@ -286,25 +314,32 @@ def detect_and_recover(
 def run_fault(
     stack: Stack, scenario: FaultScenario, baseline_s: float | None, progress: Progress
 ) -> FaultResult:
+    if scenario.workload.uploads:
+        return run_upload_fault(stack, scenario, progress)
     fault, workload = scenario.fault, scenario.workload
-    models = S3Store(stack.s3, stack.endpoints.models_bucket)
+    models = stack.store(stack.endpoints.models_bucket)
     promotions_before = promotion_records(models)
     run_id = f"r3e__{scenario.name}__{now_stamp()}"
-    stack.airflow.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
+    stack.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
     progress(f"{workload.dag_id} {run_id} started")
     watch, injector = Watch(stack, workload.dag_id, run_id), Injector(stack, scenario, progress)
-    deadline = time.time() + RUN_TIMEOUT_S + fault.duration_s
+
+    def observed_to_the_end() -> bool:
+        """One observation a second: inject when the condition holds; done once the run ended
+        and the fault is over (or was never injected)."""
+        tick = watch.observe()
+        injector.consider(tick, epoch(watch.last_run.get("start_date")))
+        injector.mark_affected(tick)
+        return tick.run_state in TERMINAL and (injector.done or injector.started_at is None)
+
+    timeout_s = RUN_TIMEOUT_S + fault.duration_s
     try:
-        while time.time() < deadline:
-            tick = watch.observe()
-            injector.consider(tick, epoch(watch.last_run.get("start_date")))
-            injector.mark_affected(tick)
-            if tick.run_state in TERMINAL and (injector.done or injector.started_at is None):
-                break
-            time.sleep(POLL_S)
+        wait_until(observed_to_the_end, timeout_s=timeout_s, every_s=POLL_S, what=f"{run_id} to end")
+    except WaitTimeout as error:
+        progress(f"{error}; judging the run as it is")  # its checks fail: it did not end as required
     finally:
         injector.finish()
-    run = stack.airflow.run(workload.dag_id, run_id)
+    run = stack.dag_run(workload.dag_id, run_id)
     origin = epoch(run.get("start_date")) or watch.ticks[0].at
     end = epoch(run.get("end_date"))
     duration = None if end is None else round(end - origin, 2)
@@ -322,8 +357,7 @@ def run_fault(
             if at is not None:
                 events.append(Event(at_s=_rel(at, origin), what=what))
     intervals = timeline(stack, workload.dag_id, run_id, origin)
-    instances = stack.airflow.task_instances(workload.dag_id, run_id)
-    retries = sum(max(ti.get("try_number", 1) - 1, 0) for ti in instances)
+    retries = retries_used(stack.task_instances(workload.dag_id, run_id))
     checks = [
         Check(
             name=f"run {scenario.steady_state.run_state}",
@@ -375,23 +409,38 @@ def run_fault(
 def baseline(stack: Stack, workload: Workload, progress: Progress) -> dict[str, Any]:
     """One fault-free run of the workload: its final run document."""
     run_id = f"r3e__baseline__{now_stamp()}"
-    stack.airflow.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
+    stack.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
     progress(f"baseline {workload.dag_id} {run_id}")
     return wait_for_run(stack, workload.dag_id, run_id, RUN_TIMEOUT_S)
 
 
+def retries_used(task_instances: list[dict[str, Any]]) -> int:
+    return sum(max((ti.get("try_number") or 1) - 1, 0) for ti in task_instances)
+
+
+def run_now(stack: Stack, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The run as it is now; None while it does not exist (yet) or Airflow does not answer."""
+    try:
+        return stack.dag_run(dag_id, run_id, patience_s=0)
+    except AirflowError as error:
+        if error.status == 404 or error.transient:
+            return None
+        raise StackError(f"{dag_id} run {run_id}: {error}") from None
+
+
 def wait_for_run(stack: Stack, dag_id: str, run_id: str, timeout_s: float, appear_s: float = 0) -> dict:
     """The run once it ended; waits ``appear_s`` for it to exist first (started by an event)."""
-    deadline = time.time() + appear_s + timeout_s
-    while time.time() < deadline:
-        try:
-            run = stack.airflow.run(dag_id, run_id)
-        except StackError:
-            run = {}
-        if run.get("state") in TERMINAL:
-            return run
-        time.sleep(2)
-    raise StackError(f"{dag_id} run {run_id} did not end within {timeout_s + appear_s:.0f} s")
+
+    def ended() -> dict[str, Any] | None:
+        run = run_now(stack, dag_id, run_id)
+        return run if run is not None and run["state"] in TERMINAL else None
+
+    try:
+        return wait_until(
+            ended, timeout_s=appear_s + timeout_s, every_s=2.0, what=f"{dag_id} run {run_id} to end"
+        )
+    except WaitTimeout as error:
+        raise StackError(str(error)) from None
 
 
 def run_seconds(run: Mapping[str, Any]) -> float | None:
@@ -406,12 +455,12 @@ def run_input(stack: Stack, scenario: InputScenario, progress: Progress) -> Inpu
     from .inputs import make_input
 
     bucket = stack.endpoints.data_bucket
-    models = S3Store(stack.s3, stack.endpoints.models_bucket)
+    store, models = stack.store(bucket), stack.store(stack.endpoints.models_bucket)
     data = make_input(scenario.input)
     key = f"{INPUT_PREFIX}/{scenario.name}-{now_stamp()}.csv"
     pointer_before = read_production(models)
-    stack.s3.put_object(Bucket=bucket, Key=key, Body=data)
-    etag = stack.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    promotions_before = promotion_records(models)  # this scenario judges only the promotions after
+    etag = put_object(store, key, data)
     run_id = run_id_for(key, etag)
     progress(f"uploaded {key} ({len(data)} bytes); waiting for {run_id}")
     result = InputResult(
@@ -436,12 +485,13 @@ def run_input(stack: Stack, scenario: InputScenario, progress: Progress) -> Inpu
         return result
     result["run_state"] = run["state"]
     if scenario.expected == "duplicate":
-        since = dt.datetime.now(dt.UTC).isoformat()
-        stack.s3.put_object(Bucket=bucket, Key=key, Body=data)
-        time.sleep(30)
-        again = stack.airflow.get("/api/v2/dags/data_listener/dagRuns", run_after_gte=since)["dag_runs"]
+        since = dt.datetime.now(dt.UTC)
+        put_object(store, key, data)
+        # The method, not a poll: a second listener run would have appeared within this pause.
+        time.sleep(DUPLICATE_QUIET_S)
+        again = stack.dag_runs("data_listener", run_after_gte=since)
         result["verdict"] = "duplicate" if not again else f"{len(again)} more listener run(s)"
-    report = _ingest_report(stack, bucket, key, etag)
+    report = _ingest_report(store, key, etag)
     if report is not None and scenario.expected != "duplicate":
         refused = report.get("verdict") == "refused"
         quarantined = report.get("quarantined_rows") or 0
@@ -484,27 +534,293 @@ def run_input(stack: Stack, scenario: InputScenario, progress: Progress) -> Inpu
                 detail=f"production: {was} -> {now}",
             )
         )
-    checks.append(promotions_sound(models, []))
+    checks.append(promotions_sound(models, promotions_before))
     result["checks"] = checks
     result["outcome"] = "passed" if all(c["passed"] for c in checks) else "failed"
     return result
 
 
-def _ingest_report(stack: Stack, bucket: str, key: str, etag: str) -> dict[str, Any] | None:
-    report_key = f"quarantine/{output_prefix(key, etag)}/report.json"
+def _ingest_report(store: ObjectStore, key: str, etag: str) -> dict[str, Any] | None:
     try:
-        return json.loads(stack.s3.get_object(Bucket=bucket, Key=report_key)["Body"].read())
-    except stack.s3.exceptions.NoSuchKey:
+        return json.loads(store.get(f"quarantine/{output_prefix(key, etag)}/report.json"))
+    except KeyError:
         return None
 
 
 def _wait_for_deploy(stack: Stack, training: Mapping[str, Any], timeout_s: float = 600) -> None:
     """Until the iot_deploy runs since the training's start have ended (none within a minute: none)."""
-    started, deadline = time.time(), time.time() + timeout_s
-    while time.time() < deadline:
-        runs = stack.airflow.get("/api/v2/dags/iot_deploy/dagRuns", run_after_gte=training["start_date"])[
-            "dag_runs"
-        ]
-        if all(r["state"] in TERMINAL for r in runs) and (runs or time.time() - started > 60):
-            return
-        time.sleep(3)
+    since, began = moment(training["start_date"]), time.monotonic()
+
+    def deploys_over() -> bool:
+        runs = stack.dag_runs("iot_deploy", run_after_gte=since)
+        waited = time.monotonic() - began > DEPLOY_APPEAR_S
+        return all(r["state"] in TERMINAL for r in runs) and bool(runs or waited)
+
+    try:
+        wait_until(deploys_over, timeout_s=timeout_s, every_s=3.0, what="the iot_deploy runs to end")
+    except WaitTimeout:
+        return  # production is read as it is then
+
+
+# --- uploads through a fault ---------------------------------------------------------------------
+
+
+def put_object(store: ObjectStore, key: str, data: bytes) -> str:
+    """Upload ``data`` and return its ETag, retried while the store refuses (its filer restarting).
+
+    A retried put writes the same bytes again: the same (key, ETag), which the event bridge
+    delivers once, so retrying cannot add a run.
+    """
+    import aiohttp
+    from botocore.exceptions import BotoCoreError
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(UPLOAD_PATIENCE_S),
+        wait=tenacity.wait_fixed(2.0),
+        retry=tenacity.retry_if_exception_type((OSError, BotoCoreError, aiohttp.ClientError)),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            store.put(key, data)
+            etag = store.etag(key)
+            if etag is None:
+                raise FileNotFoundError(f"{key} is not there after its upload")
+    return etag
+
+
+def upload_phases(count: int, reversible: bool) -> list[str]:
+    """When each upload goes, relative to the fault: every one during a fault with a duration
+    (after the injection, before the revert); half before a one-shot fault, the rest after."""
+    if reversible:
+        return ["during"] * count
+    return ["before"] * (count // 2) + ["after"] * (count - count // 2)
+
+
+def upload_data(count: int) -> list[bytes]:
+    """The files an upload workload sends: the header-only input (the ingest refuses it at once,
+    "no data rows", so it never trains, promotes or changes production), each made distinct by
+    its number of blank lines after the header, which the reader skips."""
+    from .inputs import make_input
+
+    header_only = make_input(InputSpec(corruption="header_only", scale=0.05))
+    return [header_only + b"\n" * number for number in range(1, count + 1)]
+
+
+class Sampler:
+    """Airflow's health and the forecast service once a second, in a thread, until stopped: the
+    observations of an experiment whose fault runs in the foreground."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ticks: list[Tick] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            at, is_healthy = time.time(), healthy(self.stack.airflow.health())
+            served = self.stack.forecast() is not None
+            self.ticks.append(
+                Tick(at=at, run_state=None, task_instances=[], healthy=is_healthy, served=served)
+            )
+            if self._stop.wait(POLL_S):
+                return
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class Upload:
+    number: int
+    key: str
+    etag: str
+    phase: str  # before, during or after the fault
+    at: float
+    run_id: str
+    seen_at: float | None = None  # when its run was first seen
+    run: dict[str, Any] | None = None
+
+
+def follow_uploads(stack: Stack, uploads: list[Upload], timeout_s: float) -> bool:
+    """Watch the runs the uploads start (by the run id data_listener derives from key and ETag)
+    until each has ended; False if some did not appear or end within ``timeout_s``."""
+
+    def all_ended() -> bool:
+        for upload in uploads:
+            if upload.run is not None and upload.run["state"] in TERMINAL:
+                continue
+            run = run_now(stack, UPLOAD_DAG, upload.run_id)
+            if run is not None:
+                upload.seen_at = upload.seen_at or time.time()
+                upload.run = run
+        return all(u.run is not None and u.run["state"] in TERMINAL for u in uploads)
+
+    try:
+        return wait_until(all_ended, timeout_s=timeout_s, every_s=2.0, what="the uploads' runs to end")
+    except WaitTimeout:
+        return False
+
+
+def delivery_check(uploads: list[Upload], runs: Counter, events: Counter) -> Check:
+    """Every upload started exactly one run and was delivered as exactly one asset event."""
+    problems = []
+    for upload in uploads:
+        if runs[upload.key] != 1:
+            problems.append(f"{upload.key}: {runs[upload.key]} {UPLOAD_DAG} runs")
+        if events[upload.key] != 1:
+            problems.append(f"{upload.key}: {events[upload.key]} asset events")
+    detail = "; ".join(problems) or (
+        f"each of the {len(uploads)} uploads: one asset event, one {UPLOAD_DAG} run"
+    )
+    return Check(name="uploads delivered once", passed=bool(uploads) and not problems, detail=detail)
+
+
+def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) -> FaultResult:
+    """Uploads through a fault of the event path (the bridge, the filer it follows): a fault with
+    a duration gets every upload after the injection and before the revert; a one-shot fault half
+    of them before it, the rest after. Then the runs they start are followed to their end.
+
+    Times are seconds from the experiment's start (its first upload or injection): there is no
+    one run to measure from. Nothing in Airflow is expected to notice the fault (no detection);
+    *recovered* is the moment the last upload's run appeared.
+    """
+    fault, workload, steady = scenario.fault, scenario.workload, scenario.steady_state
+    store, models = stack.store(stack.endpoints.data_bucket), stack.store(stack.endpoints.models_bucket)
+    promotions_before = promotion_records(models)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CLOCK_MARGIN_S)
+    hosts, stamp, origin = stack.endpoints.hosts(fault.target)[:1], now_stamp(), time.time()
+    reversible = fault.duration_s > 0
+    plan, files = upload_phases(workload.uploads, reversible), upload_data(workload.uploads)
+    uploads: list[Upload] = []
+    injected_at = reverted_at = None
+    error: str | None = None
+
+    def upload(*phases: str) -> None:
+        for number, (phase, data) in enumerate(zip(plan, files, strict=True), start=1):
+            if phase in phases:
+                key = f"{UPLOAD_PREFIX}/{scenario.name}-{stamp}-{number}.csv"
+                etag = put_object(store, key, data)
+                uploads.append(Upload(number, key, etag, phase, time.time(), run_id_for(key, etag)))
+                progress(f"uploaded {key} ({phase} the fault)")
+
+    def revert() -> None:
+        nonlocal reverted_at
+        progress(f"revert {fault.type} on {', '.join(hosts)}")
+        stack.fault(fault.type, "revert", hosts, fault.duration_s, fault.params)
+        reverted_at = time.time()
+
+    with Sampler(stack) as sampler:
+        try:
+            try:
+                upload("before")
+                progress(f"inject {fault.type} on {', '.join(hosts)}")
+                stack.fault(fault.type, "inject", hosts, fault.duration_s, fault.params)
+                injected_at, injected_clock = time.time(), time.monotonic()
+                upload("during", "after")
+                if reversible:
+                    # The fault's duration is the method: a pause, not a poll.
+                    time.sleep(max(0.0, fault.duration_s - (time.monotonic() - injected_clock)))
+                    revert()
+            finally:
+                if reversible and injected_at is not None and reverted_at is None:
+                    revert()  # rollback: the experiment broke off with the fault in place
+            progress(f"waiting for the {len(uploads)} uploads' {UPLOAD_DAG} runs")
+            if not follow_uploads(stack, uploads, DELIVERY_TIMEOUT_S):
+                progress(f"not every upload's run ended within {DELIVERY_TIMEOUT_S:.0f} s")
+        except (StackError, AirflowError, OSError) as failure:
+            error = f"{type(failure).__name__}: {failure}"
+    runs: Counter = Counter()
+    events: Counter = Counter()
+    checks: list[Check] = []
+    intervals: list[TaskInterval] = []
+    retries = 0
+    try:
+        if error is None:
+            listed = stack.dag_runs(UPLOAD_DAG, run_after_gte=since)
+            runs.update((run.get("conf") or {}).get("key") for run in listed)
+            asset = stack.endpoints.data_changes_asset
+            events.update((event.get("extra") or {}).get("key") for event in stack.asset_events(asset, since))
+            for followed in (u for u in uploads if u.run is not None):
+                for interval in timeline(stack, UPLOAD_DAG, followed.run_id, origin):
+                    intervals.append({**interval, "task_id": f"#{followed.number} {interval['task_id']}"})
+                retries += retries_used(stack.task_instances(UPLOAD_DAG, followed.run_id))
+    except (StackError, AirflowError) as failure:
+        error = f"reading the outcome: {type(failure).__name__}: {failure}"
+    if error is None:
+        ended_in = Counter(u.run["state"] if u.run else "missing" for u in uploads)
+        checks.append(
+            Check(
+                name=f"run {steady.run_state}",
+                passed=ended_in == Counter({steady.run_state: len(uploads)}),
+                detail="the uploads' runs ended: "
+                + ", ".join(f"{count} {state}" for state, count in sorted(ended_in.items())),
+            )
+        )
+        if steady.uploads_delivered_once:
+            checks.append(delivery_check(uploads, runs, events))
+        if steady.artifacts_intact:
+            checks += [artifacts_intact(models), promotions_sound(models, promotions_before)]
+        if steady.production_served:
+            missed = sum(not tick.served for tick in sampler.ticks)
+            checks.append(
+                Check(
+                    name="production served throughout",
+                    passed=missed == 0,
+                    detail=f"{missed} of {len(sampler.ticks)} probes of the forecast service unanswered",
+                )
+            )
+    seen = [u.seen_at for u in uploads if u.seen_at is not None]
+    recovered = max(seen) if uploads and len(seen) == len(uploads) else None  # every run appeared
+    ends = [epoch(u.run.get("end_date")) for u in uploads if u.run is not None]
+    last_end = max((end for end in ends if end is not None), default=None)
+    events_seen = [Event(at_s=_rel(u.at, origin), what=f"upload {u.number}") for u in uploads]
+    for at, what in ((injected_at, "inject"), (reverted_at, "revert"), (recovered, "recovered")):
+        if at is not None:
+            events_seen.append(Event(at_s=_rel(at, origin), what=what))
+    states = sorted({u.run["state"] if u.run else "missing" for u in uploads})
+    result = FaultResult(
+        name=scenario.name,
+        fault=fault.type,
+        target=",".join(hosts) or fault.target,
+        description=scenario.description,
+        outcome="error" if error else ("passed" if checks and all(c["passed"] for c in checks) else "failed"),
+        checks=checks,
+        dag_id=UPLOAD_DAG,
+        run_id=", ".join(u.run_id for u in uploads),
+        run_state=", ".join(states),
+        duration_s=_rel(last_end, origin),
+        baseline_duration_s=None,
+        extra_wall_s=None,
+        injected_at_s=_rel(injected_at, origin),
+        detected_at_s=None,
+        recovered_at_s=_rel(recovered, origin),
+        detection_s=None,
+        recovery_s=None if recovered is None or injected_at is None else round(recovered - injected_at, 2),
+        retries_used=retries,
+        timeline=sorted(intervals, key=lambda i: (i["start_s"] is None, i["start_s"] or 0, i["task_id"])),
+        events=sorted(events_seen, key=lambda e: e["at_s"]),
+        uploads=[
+            UploadRecord(
+                key=u.key,
+                etag=u.etag,
+                phase=u.phase,
+                run_id=u.run_id,
+                run_state=u.run["state"] if u.run else None,
+                uploaded_at_s=round(u.at - origin, 2),
+                run_seen_at_s=_rel(u.seen_at, origin),
+                runs=runs[u.key],
+                asset_events=events[u.key],
+            )
+            for u in uploads
+        ],
+    )
+    if error:
+        result["error"] = error
+    return result

@@ -14,10 +14,15 @@ A fault scenario (``experiments/faults/*.yml``)::
       duration_s: 0              # 0: one-shot; else the fault is reverted after this long
       params: {}                 # fault-specific, e.g. {delay_ms: 200, loss_percent: 5}
     workload: {dag_id: iot_training, scale: 1, seed: 0}   # or {dag_id: r3e_probe, params: {...}}
+    # or {dag_id: iot_training, uploads: 3}: no run triggered; the harness uploads 3 distinct
+    # files under raw/ of the data bucket (a fault with a duration: all after the injection,
+    # before the revert; a one-shot fault: half before it, the rest after), and follows the
+    # runs the uploads start through the event bridge and data_listener
     steady_state:
-      run_state: success         # the DAG run must end so
+      run_state: success         # the DAG run (each upload's run) must end so
       artifacts_intact: true     # every registered file present, checksums right
       production_served: true    # the forecast service answers throughout
+      uploads_delivered_once: false  # upload workloads: each upload started exactly one run
 
 A bad-input scenario (``experiments/inputs/*.yml``)::
 
@@ -48,6 +53,8 @@ FAULT_TYPES = (
     "isolate_worker",  # one worker cut off the network for duration_s
     "netem_object_store",  # latency and loss towards the object store for duration_s
     "memory_pressure",  # a task's memory capped until it is OOM-killed
+    "stop_event_bridge",  # the object-store event bridge stopped for duration_s
+    "restart_filer",  # the SeaweedFS filer restarted (its metadata log is what the bridge follows)
 )
 
 EXPECTED_INPUT_OUTCOMES = ("refused", "quarantined", "accepted", "duplicate")
@@ -81,19 +88,32 @@ class Fault(_Strict):
     params: dict[str, Any] = {}
 
 
+#: The DAG an upload under raw/ starts (data_listener's route).
+UPLOAD_DAG = "iot_training"
+
+
 class Workload(_Strict):
-    """iot_training on generated data of ``scale`` and ``seed``, or another DAG with ``params``."""
+    """iot_training on generated data of ``scale`` and ``seed``, or another DAG with ``params``;
+    or, with ``uploads``, that many uploads under ``raw/`` instead of a triggered run."""
 
     dag_id: str = "iot_training"
     scale: float = Field(default=1.0, gt=0, le=100)
     seed: int = 0
     params: dict[str, Any] = {}
+    uploads: int = Field(default=0, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _uploads_start_training(self) -> Workload:
+        if self.uploads and (self.dag_id != UPLOAD_DAG or self.params):
+            raise ValueError(f"uploads start {UPLOAD_DAG} runs: use dag_id {UPLOAD_DAG} and no params")
+        return self
 
 
 class SteadyState(_Strict):
     run_state: Literal["success", "failed"] = "success"
     artifacts_intact: bool = True
     production_served: bool = True
+    uploads_delivered_once: bool = False
 
 
 class FaultScenario(_Strict):
@@ -106,6 +126,14 @@ class FaultScenario(_Strict):
     @property
     def kind(self) -> str:
         return "fault"
+
+    @model_validator(mode="after")
+    def _uploads_fit(self) -> FaultScenario:
+        if self.steady_state.uploads_delivered_once and not self.workload.uploads:
+            raise ValueError("steady_state.uploads_delivered_once needs a workload with uploads")
+        if self.workload.uploads and self.fault.inject != Injection():
+            raise ValueError("an upload workload injects at once: fault.inject takes no condition")
+        return self
 
 
 class InputSpec(_Strict):

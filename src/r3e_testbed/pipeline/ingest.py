@@ -37,9 +37,9 @@ import pyarrow.parquet
 
 from r3e_testbed.pipeline.load import DEFAULT_CHUNK_ROWS, DataFileError, iter_raw_chunks
 from r3e_testbed.pipeline.preprocess import DailyAccumulator
-from r3e_testbed.pipeline.registry import ObjectStore
 from r3e_testbed.pipeline.schema import CLEAN_COLUMNS, CLEAN_ID, CLEAN_LOCATION, CLEAN_ROOM
 from r3e_testbed.pipeline.validate import DEFAULT_MAX_BAD_FRACTION, ValidationResult, validate_file
+from r3e_testbed.storage import ObjectStore
 
 CLEAN_ROOT = "clean"
 QUARANTINE_ROOT = "quarantine"

@@ -4,8 +4,8 @@
 object opened with fsspec/s3fs, or text) and yields DataFrames of at most ``chunk_rows`` rows
 with exactly the columns ``RAW_COLUMNS``, every value a string (pandas' ``str`` dtype, backed by
 Arrow: no Python object per value; an empty field is ``""``, never NaN, and "NA" stays "NA"). The
-index numbers the data rows from 0 across chunks. Only one chunk and one block of the file (plus
-the parser's buffer) are in memory at a time.
+index numbers the data rows from 0 across chunks. Only one chunk and the blocks pyarrow reads
+ahead (32 of ``PARSE_BLOCK_SIZE``: 4 MiB) are in memory at a time.
 
 The file as a whole is checked when the reader is created, before any row is parsed, and a
 :class:`DataFileError` names the problem:
@@ -24,8 +24,10 @@ Row-level damage is *not* fatal for the file; it is left to validation to quaran
   line end is a file cut off, and fatal (the rows after the cut are missing too);
 * a row with more fields than the header cannot be parsed into columns: it is skipped, and
   the reader records it in the chunk's ``attrs["bad_lines"]`` as ``(line_number, message)``
-  pairs (line numbers are 1-based physical lines, the header is line 1), which
-  :func:`~r3e_testbed.pipeline.validate.validate_chunk` counts as quarantined rows.
+  pairs (line numbers are 1-based physical lines, the header is line 1, a quoted line break
+  not counted), which :func:`~r3e_testbed.pipeline.validate.validate_chunk` counts as
+  quarantined rows; it goes with the chunk of the row after it;
+* empty lines and lines of only spaces and tabs are skipped.
 
 Extra columns (not in ``RAW_COLUMNS``) are parsed, so that every row's field count is still
 checked, but dropped from the chunks; the reader records a warning naming them in
@@ -33,36 +35,28 @@ checked, but dropped from the chunks; the reader records a warning naming them i
 into its result), so a changed export layout is visible without failing the run. Columns may
 come in any order; chunks always have ``RAW_COLUMNS`` in that order.
 
-How it parses: pandas' C parser (``dtype=str``, ``keep_default_na=False``, ``on_bad_lines="warn"``)
-defines the result; pyarrow's CSV parser, several times faster, gives the same result on
-ordinary text and parses that. A binary source is read a block (``BLOCK_SIZE``) at a time, each
-block's complete lines are parsed by pyarrow, and whatever pyarrow's parse would not read as
-pandas does goes to pandas instead:
-
-* a block with a row of the wrong number of fields (short or long) or a whitespace-only line:
-  pyarrow refuses it, pandas parses that block (the same rows and ``bad_lines`` as pandas' parse
-  of the whole file);
-* a quote character, a NUL byte or a carriage return that does not end a line (a quoted value
-  may hold a line break, so where a line ends is pandas' to decide): pandas parses the rest of
-  the file, from the start of that block, a chunk at a time;
-* a text source (``IO[str]``): pandas parses all of it.
-
-``parser="pandas"`` has pandas parse every file (the reference the pyarrow path is tested against).
+How it parses: pyarrow's streaming CSV reader (``pyarrow.csv.open_csv``; quoted values may hold
+line breaks) reads the file as pandas' C parser does (``dtype=str``, ``keep_default_na=False``,
+the reference of the tests). It hands every row with the wrong number of fields, numbered, to
+the reader's ``invalid_row_handler``: a short row is put back where it was, its missing fields
+``""``, a long one recorded as a bad line. pyarrow skips empty lines without a word, which would
+leave no trace of where the rows after them belong: the reader puts a space into each one before
+pyarrow reads it, so that pyarrow reports it too (and it is skipped as blank). The one difference
+to pandas this makes: an empty line *inside a quoted value* keeps that space. A row may take up
+to ``PARSE_BLOCK_SIZE`` bytes (a longer one, or a quoted value left open, is a file error).
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
+import collections
 import csv
-import io
 import os
 import re
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -72,8 +66,11 @@ import pyarrow.csv
 from r3e_testbed.pipeline.schema import RAW_COLUMNS
 
 DEFAULT_CHUNK_ROWS = 50_000
-#: Bytes read from the source per read call; also the most a header line may take.
-BLOCK_SIZE = 1 << 20
+#: Bytes read from the source per read call; a header line may take at most 4 of them.
+BLOCK_SIZE = 1 << 17
+#: Bytes pyarrow parses at a time (a batch of rows), about the most a row may take. pyarrow's
+#: reader reads 32 blocks ahead: 4 MiB.
+PARSE_BLOCK_SIZE = 1 << 17
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\xfe\xff", "UTF-32 (big-endian byte-order mark)"),
@@ -85,10 +82,13 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "a Parquet file, not CSV"),
 )
 _UTF8_BOM = codecs.BOM_UTF8
-_BAD_LINE = re.compile(r"Skipping line (\d+): (.*)")
-
-#: Rows of one parse, with the lines that could not be split into the header's fields.
-_Piece = tuple[pyarrow.Table, list[tuple[int, str]]]
+#: Where an empty line starts: after a line end, at a line end ("\r\n" is one line end).
+_EMPTY_LINE = re.compile(rb"(?<=\n)(?=[\r\n])|(?<=\r)(?=\r)")
+#: A row put after the last one: pyarrow reports it as a row only if no quoted value is left
+#: open at the end of the file, which would otherwise take the rest of the file in silently.
+_END_ROW = b"\x00end of file\x00"
+_END_ROW_TEXT = _END_ROW.decode()
+_RAW_SCHEMA = pyarrow.schema([(column, pyarrow.large_string()) for column in RAW_COLUMNS])
 
 
 class DataFileError(ValueError):
@@ -107,17 +107,41 @@ def _line_breaks(data: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")))
 
 
-class _Utf8Blocks:
-    """The blocks of a binary stream, each checked to be UTF-8 (strictly, incrementally) as it is
-    read: an invalid byte is a :class:`DataFileError` naming its byte offset and line."""
+def _may_hold_empty_lines(data: bytes) -> bool:
+    """Whether ``data`` has a line end right after a line end (quoted values may give false alarms)."""
+    if b"\r" not in data:  # (the export: one numpy pass instead of a slow two-byte search)
+        breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+        return bool((np.diff(breaks) == 1).any())
+    return b"\n\n" in data or b"\n\r" in data or b"\r\r" in data
+
+
+class _EncodedText:
+    """A text stream read as UTF-8 bytes."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def read(self, size: int = -1) -> bytes:
+        return self._text.read(size).encode("utf-8")
+
+
+class _CheckedBytes:
+    """What pyarrow reads: the source's bytes after the header line, each block checked to be
+    UTF-8 (strictly, incrementally) as it is read (an invalid byte is a :class:`DataFileError`
+    naming its byte offset and line), with a space put into every empty line."""
 
     def __init__(self, raw: IO[bytes], name: str) -> None:
         self._raw = raw
         self._name = name
+        self._lock = threading.Lock()  # pyarrow reads on its own thread
+        self.closed = False
+        self._end_sent = False
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._pending = b""  # read and checked, not yet handed to pyarrow
+        self._last = b"\n"  # the last byte handed to pyarrow (the header's line end at first)
         self.offset = 0  # bytes read from raw
         self.lines = 1  # the line number at self.offset
-        self.last = b""  # the last byte read: a complete file ends with a line break
+        self.ended_with_line_break = False
         self.at_end = False
 
     def check(self, data: bytes, final: bool = False) -> bytes:
@@ -139,65 +163,70 @@ class _Utf8Blocks:
                 ) from None
         self.offset += len(data)
         self.lines += _line_breaks(data)
-        self.last = data[-1:] or self.last
+        if data:
+            self.ended_with_line_break = data[-1:] in (b"\n", b"\r")
         return data
 
-    def read(self) -> bytes:
-        """The next block, checked (``b""`` at the end)."""
+    def read_header(self, first: bytes) -> bytes:
+        """The header line, from ``first`` (the first block) on; what follows it is read next."""
+        buffered = self.check(first).removeprefix(_UTF8_BOM)
+        while b"\n" not in buffered and not self.at_end:
+            buffered += self.read_block()
+            if len(buffered) > 4 * BLOCK_SIZE:
+                raise DataFileError(
+                    f"{self._name}: no line break in the first {4 * BLOCK_SIZE:,} bytes: not a CSV file"
+                )
+        line, _, self._pending = buffered.partition(b"\n")
+        self._pending = self._pending or self.read_block()
+        return line
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether anything follows the header."""
+        return bool(self._pending)
+
+    def read_block(self) -> bytes:
+        """The next block of the source, checked (``b""`` at the end)."""
         if self.at_end:
             return b""
         data = self._raw.read(BLOCK_SIZE)
         if not data:
             self.at_end = True
-            return self.check(b"", final=True)
-        return self.check(data)
+        return self.check(data, final=not data)
 
-    @property
-    def ended_with_line_break(self) -> bool:
-        return self.last in (b"\n", b"\r")
+    def read(self, size: int = -1) -> bytes:
+        """The next block for pyarrow, which reads ahead on a thread of its own: at most ``size``
+        bytes, with a line end in it (a row may not span more than two blocks) unless at the end."""
+        with self._lock:
+            if self.closed:
+                return b""
+            data, self._pending = self._pending or self.read_block(), b""
+            # (a "\r" at the very end is held back below: it may be half of a "\r\n")
+            while not self.at_end and data.find(b"\n") < 0 and not -1 < data.find(b"\r") < len(data) - 1:
+                data += self.read_block()
+            if self.at_end and not self._end_sent:
+                data += _END_ROW if self.ended_with_line_break else b"\n" + _END_ROW
+                self._end_sent = True
+            if 0 <= size < len(data):
+                data, self._pending = data[:size], data[size:]
+            if len(data) > 1 and data.endswith(b"\r"):
+                # pyarrow drops the "\n" of a quoted "\r\n" cut between two blocks
+                data, self._pending = data[:-1], b"\r" + self._pending
+            if _may_hold_empty_lines(data) or self._last + data[:1] in (b"\n\n", b"\n\r", b"\r\r"):
+                data = _EMPTY_LINE.sub(b" ", self._last + data)[len(self._last) :]
+            self._last = data[-1:] or self._last
+            return data
 
-
-class _TextBlocks:
-    """The blocks of a text stream (already decoded by its owner)."""
-
-    def __init__(self, raw: IO[str]) -> None:
-        self._raw = raw
-        self.last = ""
-
-    def read(self) -> str:
-        text = self._raw.read(BLOCK_SIZE)
-        self.last = text[-1:] or self.last
-        return text
-
-    @property
-    def ended_with_line_break(self) -> bool:
-        return self.last in ("\n", "\r")
-
-
-class _TextView(io.TextIOBase):
-    """What pandas reads: ``head``, then the text ``next_text`` returns, block by block, until it
-    returns None."""
-
-    def __init__(self, head: str, next_text: Callable[[], str | None]) -> None:
-        self._pending = head
-        self._next_text = next_text
-        self._at_end = False
+    def close(self) -> None:
+        """No more reads from the source, also none under way when this returns."""
+        with self._lock:
+            self.closed = True
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int | None = -1) -> str:
-        whole = size is None or size < 0
-        while (whole or len(self._pending) < size) and not self._at_end:  # type: ignore[operator]
-            text = self._next_text()
-            if text is None:
-                self._at_end = True
-            else:
-                self._pending += text
-        if whole:
-            size = len(self._pending)
-        text, self._pending = self._pending[:size], self._pending[size:]
-        return text
+    def seekable(self) -> bool:
+        return False
 
 
 def _check_signature(first: bytes, name: str) -> None:
@@ -233,307 +262,149 @@ def _parse_header(line: str, name: str) -> list[str]:
     return fields
 
 
-def _needs_pandas(data: bytes, end: int) -> bool:
-    """Whether ``data[:end]`` holds bytes that pyarrow's parse of the block alone might not read as
-    pandas' parse of the file does: a quote (a quoted value may hold a line break, also one where
-    the blocks were cut), a NUL byte, or a carriage return that does not end a line."""
-    if data.find(b'"', 0, end) >= 0 or data.find(b"\x00", 0, end) >= 0:
-        return True
-    if data.find(b"\r", 0, end) < 0:  # (the usual block: no need to count them)
-        return False
-    return data.count(b"\r", 0, end) != data.count(b"\r\n", 0, end)
-
-
-_RAW_SCHEMA = pyarrow.schema([(column, pyarrow.large_string()) for column in RAW_COLUMNS])
-
-
-def _table_of(frame: pd.DataFrame) -> pyarrow.Table:
-    """The ``RAW_COLUMNS`` of a frame pandas parsed, as the Arrow table pyarrow's parse gives."""
-    columns = [pyarrow.array(frame[column], type=pyarrow.large_string()) for column in RAW_COLUMNS]
-    return pyarrow.Table.from_arrays(columns, schema=_RAW_SCHEMA)
-
-
-def _rows_before(lines: list[bytes], skipped: list[int], rows: int) -> list[int] | None:
-    """For each skipped line (an index into ``lines``, ascending) the number of rows that the lines
-    before it gave, counted as pandas parses lines without quotes: each line gives a row but the
-    skipped ones and those of nothing but spaces and tabs (blank). None unless that makes
-    ``rows`` rows in all."""
-    counts: list[int] = []
-    counted = position = 0
-    for index in [*skipped, len(lines)]:
-        if not position <= index <= len(lines):
-            return None
-        counted += sum(1 for line in lines[position:index] if line.strip(b" \t\r"))
-        counts.append(counted)
-        position = index + 1
-    return counts[:-1] if counted == rows else None
-
-
-@dataclass(frozen=True)
-class _Lines:
-    """Whole lines, ``data[:end]``, the first of them physical line ``line``, for pandas to parse:
-    the block's lines, or with ``end=None`` everything from there to the end of the file."""
-
-    data: bytes
-    end: int | None
-    line: int
-
-
-def _parse_blocks(
-    blocks: _Utf8Blocks, header: tuple[str, ...], rest: bytes, line: int
-) -> Iterator[pyarrow.Table | _Lines]:
-    """Read the blocks after the header (``rest``: the part of the last one read, at physical line
-    ``line``) and parse each one's complete lines with pyarrow: a ``pyarrow.Table`` per block, or
-    the block's :class:`_Lines` for pandas where pyarrow's parse would part from pandas' (see the
-    module docstring); after lines to the end of the file for pandas, no more blocks are read."""
-    read_options = pyarrow.csv.ReadOptions(column_names=list(header), use_threads=False)
-    convert_options = pyarrow.csv.ConvertOptions(
-        column_types=dict.fromkeys(RAW_COLUMNS, pyarrow.large_string()),
-        include_columns=list(RAW_COLUMNS),
-        check_utf8=False,  # checked as it was read
-    )
-    while True:
-        block = blocks.read()
-        data = rest + block if rest else block
-        end = data.rfind(b"\n") + 1 if block else len(data)  # at the end, the last line counts too
-        if not end:
-            if not block:
-                return
-            rest = data  # no line end yet: a line longer than a block
-            continue
-        if _needs_pandas(data, end):
-            yield _Lines(data, None, line)
-            return
-        try:
-            table = pyarrow.csv.read_csv(
-                pyarrow.py_buffer(data).slice(0, end),
-                read_options=read_options,
-                convert_options=convert_options,
-            )
-        except pyarrow.ArrowInvalid:  # a row with the wrong number of fields
-            yield _Lines(data, end, line)
-        else:
-            yield table
-        if not block:
-            return
-        # the rest after the last line break holds none: it starts at the line read up to
-        rest, line = data[end:], blocks.lines
-
-
 class RawCsvReader(Iterator[pd.DataFrame]):
     """Iterator over the chunks of one raw CSV; see the module docstring.
 
     Creating it reads the first block and checks the file (raising :class:`DataFileError`);
     iterating parses. ``header`` is the file's header, ``extra_columns`` the ignored ones,
     ``warnings`` what the caller should know, ``rows`` the data rows yielded so far and
-    ``bad_lines`` the count of unparseable rows. ``parser="pandas"`` parses with pandas only.
-    Closes the file at the end only if it opened it; usable as a context manager.
+    ``bad_lines`` the count of unparseable rows. Closes the file at the end only if it opened
+    it; usable as a context manager.
     """
 
-    def __init__(
-        self,
-        source: str | os.PathLike[str] | IO[bytes] | IO[str],
-        chunk_rows: int,
-        *,
-        parser: Literal["pyarrow", "pandas"] = "pyarrow",
-    ) -> None:
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes] | IO[str], chunk_rows: int) -> None:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows!r}")
-        if parser not in ("pyarrow", "pandas"):
-            raise ValueError(f"parser must be 'pyarrow' or 'pandas', got {parser!r}")
         self.name = _name_of(source)
         self.chunk_rows = chunk_rows
         self.warnings: list[str] = []
         self.rows = 0
         self.bad_lines = 0
         self._owned: IO[bytes] | None = None
-        self._parser: Iterator[_Piece] | None = None  # the parsed pieces, in file order
-        self._carry: pyarrow.Table | None = None  # rows of the last piece not in a chunk yet
+        self._parser: pyarrow.csv.CSVStreamingReader | None = None
+        # What pyarrow handed back: how many rows it dropped (blank or long); the short rows to put
+        # back and the bad lines, each with the number of data rows before it; _END_ROW seen.
+        self._dropped = 0
+        self._ended = False
+        self._short: collections.deque[tuple[int, pyarrow.Table]] = collections.deque()
+        self._bad: collections.deque[tuple[int, tuple[int, str]]] = collections.deque()
+        self._carry: pyarrow.Table | None = None  # rows parsed, not in a chunk yet
+        self._pieces: Iterator[pyarrow.Table] | None = None
         self._last_row: pd.Series | None = None
         if isinstance(source, str | os.PathLike):
             self._owned = Path(source).open("rb")  # noqa: SIM115 (closed by close())
-            handle: IO[Any] = self._owned
-        else:
-            handle = source
+            source = self._owned
         try:
-            rest = self._open(handle)
+            self._bytes = self._open(source)
+            self._parser = self._open_parser() if self._bytes.has_rows else None
+        except pyarrow.ArrowInvalid as exc:
+            self.close()
+            raise self._parse_error(exc) from exc
         except BaseException:
             self.close()
             raise
+        self._pieces = self._rows_in_order()
         self.extra_columns = tuple(c for c in self.header if c not in RAW_COLUMNS)
         if self.extra_columns:
             self.warnings.append(
                 f"{self.name}: ignored extra column(s) {', '.join(map(repr, self.extra_columns))}"
             )
-        # pandas takes the number of fields from the first data line when given names: a first
-        # row with surplus fields would silently shift or truncate. A probe line of the header's
-        # width goes first (and is dropped again), so surplus fields are reported for every row.
-        self._probe_line = "," * (len(self.header) - 1) + "\n"
-        if isinstance(rest, str):
-            self._parser = self._pandas_pieces(_TextView(self._probe_line + rest, self._next_text), 2)
-        elif parser == "pandas":
-            self._parser = self._pandas_pieces(self._decoded(rest), 2)
-        else:
-            self._parser = self._arrow_pieces(rest, 2)
 
-    def _open(self, handle: IO[Any]) -> bytes | str:
-        """Check the start of the file and read its header; what follows the header line."""
+    def _open(self, handle: IO[Any]) -> _CheckedBytes:
+        """Check the start of the file and read its header; the bytes after the header line."""
         first = handle.read(BLOCK_SIZE)
-        self._blocks: _Utf8Blocks | _TextBlocks
         if isinstance(first, str):
-            if not first.strip():
-                raise DataFileError(f"{self.name}: the file is empty")
-            self._blocks = _TextBlocks(handle)
-            self._blocks.last = first[-1:]
-            buffered: bytes | str = first.removeprefix("\ufeff")
-            newline: bytes | str = "\n"
+            handle, first = _EncodedText(handle), first.encode("utf-8")
+        _check_signature(first, self.name)
+        checked = _CheckedBytes(handle, self.name)
+        line = checked.read_header(first)
+        self.header = tuple(_parse_header(line.decode("utf-8").rstrip("\r"), self.name))
+        return checked
+
+    def _open_parser(self) -> pyarrow.csv.CSVStreamingReader:
+        return pyarrow.csv.open_csv(
+            self._bytes,
+            read_options=pyarrow.csv.ReadOptions(
+                column_names=list(self.header), use_threads=False, block_size=PARSE_BLOCK_SIZE
+            ),
+            parse_options=pyarrow.csv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=self._invalid_row
+            ),
+            convert_options=pyarrow.csv.ConvertOptions(
+                column_types=dict.fromkeys(RAW_COLUMNS, pyarrow.large_string()),
+                include_columns=list(RAW_COLUMNS),
+                check_utf8=False,  # checked as it was read
+            ),
+        )
+
+    def _invalid_row(self, row: pyarrow.csv.InvalidRow) -> str:
+        """pyarrow's report of a row with the wrong number of fields (``row.number`` counts the
+        rows after the header from 1, as pandas does, also the blank ones)."""
+        before = row.number - 1 - self._dropped  # the data rows before it
+        if row.text == _END_ROW_TEXT:
+            self._ended = True
+        elif not row.text.strip(" \t"):  # blank: pandas skips these too
+            self._dropped += 1
+        elif row.actual_columns < row.expected_columns:
+            values = dict(zip(self.header, next(csv.reader([row.text])), strict=False))
+            fields = {column: [values.get(column, "")] for column in RAW_COLUMNS}
+            self._short.append((before, pyarrow.table(fields, schema=_RAW_SCHEMA)))
         else:
-            _check_signature(first, self.name)
-            self._blocks = _Utf8Blocks(handle, self.name)
-            buffered, newline = self._blocks.check(first).removeprefix(_UTF8_BOM), b"\n"
-        while newline not in buffered:
-            block = self._blocks.read()
-            if not block:
-                break
-            buffered += block  # type: ignore[operator]
-            if len(buffered) > 4 * BLOCK_SIZE:
-                raise DataFileError(f"{self.name}: no line break in the first 4 MiB: not a CSV file")
-        line, _, rest = buffered.partition(newline)  # type: ignore[arg-type]
-        text = line if isinstance(line, str) else line.decode("utf-8")
-        self.header = tuple(_parse_header(text.rstrip("\r"), self.name))
-        return rest
+            message = f"expected {row.expected_columns} fields, saw {row.actual_columns}"
+            self._bad.append((before, (row.number + 1, message)))
+            self._dropped += 1
+        return "skip"
 
-    def _next_text(self) -> str | None:
-        return self._blocks.read() or None  # type: ignore[return-value]
-
-    def _decoded(self, head: bytes) -> _TextView:
-        """The probe line, ``head`` and the rest of the binary stream, as text."""
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")  # all checked as it is read
-
-        def next_text() -> str | None:
-            data = self._blocks.read()
-            return decoder.decode(data) if data else None
-
-        return _TextView(self._probe_line + decoder.decode(head), next_text)
-
-    def _arrow_pieces(self, rest: bytes, line: int) -> Iterator[_Piece]:
-        """The pieces of the blocks as :func:`_parse_blocks` parsed them; what pyarrow left to
-        pandas is parsed by pandas here."""
-        rows = 0
-        for item in _parse_blocks(self._blocks, self.header, rest, line):
-            if isinstance(item, pyarrow.Table):
-                rows += item.num_rows
-                yield item, []
-            elif item.end is not None:
-                for piece in self._parse_with_pandas(item):
-                    rows += piece[0].num_rows
-                    yield piece
-            else:  # pandas parses the rest of the file
-                yield from self._pandas_pieces(self._decoded(item.data), item.line, rows)
-
-    def _parse_with_pandas(self, lines: _Lines) -> Iterator[_Piece]:
-        """The rows of lines that pyarrow refused (a row with the wrong number of fields). They
-        come in pieces cut where pandas skipped a line, each skipped line with the rows after it:
-        in the chunk of the next row, where pandas' parse of the whole file reports it."""
-        assert lines.end is not None
-        text = io.StringIO(self._probe_line + lines.data[: lines.end].decode("utf-8"))
-        frame, bad = self._pandas_read(lambda: pd.read_csv(text, **self._pandas_options()), lines.line)
-        assert frame is not None  # (read_csv without chunksize does not raise StopIteration)
-        table = _table_of(frame.iloc[1:])
-        split = lines.data[: lines.end].split(b"\n")
-        cuts = _rows_before(split, [number - lines.line for number, _ in bad], table.num_rows)
-        if not bad or cuts is None:  # (None: pandas counted otherwise; all with the first row)
-            yield table, bad
-            return
-        if cuts[0]:
-            yield table.slice(0, cuts[0]), []
-        for skipped, start, stop in zip(bad, cuts, [*cuts[1:], table.num_rows], strict=True):
-            yield table.slice(start, stop - start), [skipped]
-
-    def _pandas_options(self) -> dict[str, Any]:
-        return {
-            "header": None,
-            "names": list(self.header),  # no usecols: with it, pandas drops surplus fields silently
-            "dtype": str,
-            "keep_default_na": False,
-            "index_col": False,
-            "on_bad_lines": "warn",
-            "engine": "c",
-        }
-
-    def _pandas_pieces(self, text: _TextView, line: int, rows_before: int = 0) -> Iterator[_Piece]:
-        """pandas parses ``text`` (the probe line, then the file from physical line ``line`` on, after
-        ``rows_before`` rows), a chunk at a time: pieces that end where chunks end, so that the
-        lines pandas skips while reading a chunk's rows are in that chunk, as when it reads all."""
-        parser = pd.read_csv(text, chunksize=self.chunk_rows, **self._pandas_options())
-        try:
-            first = True
-            while True:
-                size = self.chunk_rows - rows_before % self.chunk_rows + 1 if first else self.chunk_rows
-                frame, bad = self._pandas_read(lambda size=size: parser.get_chunk(size), line)
-                if frame is None:  # the end; the last read may still have skipped lines
-                    if bad:
-                        yield _RAW_SCHEMA.empty_table(), bad
-                    return
-                if first:  # with the probe row
-                    frame, first = frame.iloc[1:], False
-                yield _table_of(frame), bad
-        finally:
-            parser.close()
-
-    def _pandas_read(
-        self, read: Callable[[], pd.DataFrame], line: int
-    ) -> tuple[pd.DataFrame | None, list[tuple[int, str]]]:
-        """``read()`` (None if it raised StopIteration) and the lines pandas skipped meanwhile, by
-        their physical line numbers; pandas reads from physical line ``line`` on."""
-        frame: pd.DataFrame | None = None
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", pd.errors.ParserWarning)
-                with contextlib.suppress(StopIteration):  # the end: frame stays None
-                    frame = read()
-        except (pd.errors.ParserError, csv.Error) as exc:
-            where = f" (pandas counts the rows from line {line} on)" if line > 2 else ""
-            raise DataFileError(f"{self.name}: cannot parse as CSV: {exc}{where}") from exc
-        bad: list[tuple[int, str]] = []
-        for item in caught:
-            if not issubclass(item.category, pd.errors.ParserWarning):
-                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-                continue
-            found = [(int(m[1]), m[2]) for m in _BAD_LINE.finditer(str(item.message))]
-            if not found:  # e.g. "... leads to a loss of data": never accept that silently
-                raise DataFileError(f"{self.name}: cannot parse as CSV: {item.message}")
-            bad.extend(found)
-        # pandas numbers the lines it sees from 1: the probe line stands in for line - 1.
-        return frame, [(number + line - 2, message) for number, message in bad]
+    def _rows_in_order(self) -> Iterator[pyarrow.Table]:
+        """The data rows as pyarrow parsed them, with the short rows put back in their places."""
+        position = 0  # data rows yielded
+        for batch in self._parser or ():
+            table, start = pyarrow.Table.from_batches([batch]), 0
+            while self._short and self._short[0][0] - position <= table.num_rows - start:
+                before, row = self._short.popleft()
+                if before > position:
+                    yield table.slice(start, before - position)
+                    start, position = start + before - position, before
+                yield row
+                position += 1
+            if start < table.num_rows:
+                yield table.slice(start)
+                position += table.num_rows - start
+        for _, row in self._short:  # after the last row pyarrow kept
+            yield row
+        if self._parser is not None and not self._ended:
+            raise DataFileError(
+                f"{self.name}: cannot parse as CSV: a quoted value runs to the end of the file"
+            )
 
     def __iter__(self) -> RawCsvReader:
         return self
 
     def __next__(self) -> pd.DataFrame:
-        if self._parser is None:
+        if self._pieces is None:
             raise StopIteration
         tables: list[pyarrow.Table] = []
-        bad: list[tuple[int, str]] = []
         rows = 0
         try:
             while rows < self.chunk_rows:
-                if self._carry is None:
-                    piece = next(self._parser, None)
-                    if piece is None:
-                        break
-                    self._carry, piece_bad = piece
-                    bad.extend(piece_bad)  # in the chunk that the piece's first row goes to
-                carry = self._carry
+                carry = self._carry if self._carry is not None else next(self._pieces, None)
+                if carry is None:
+                    break
                 take = min(self.chunk_rows - rows, carry.num_rows)
-                if take:
-                    tables.append(carry.slice(0, take))
-                    rows += take
+                tables.append(carry.slice(0, take))
+                rows += take
                 self._carry = carry.slice(take) if take < carry.num_rows else None
+            # A bad line goes with the chunk of the row after it; those after the last row, last.
+            end, bad = self.rows + rows, []
+            while self._bad and (self._bad[0][0] < end or rows < self.chunk_rows):
+                bad.append(self._bad.popleft()[1])
             if not rows and not bad:
                 self.close()
                 self._check_complete()
                 raise StopIteration
+        except pyarrow.ArrowInvalid as exc:
+            self.close()
+            raise self._parse_error(exc) from exc
         except BaseException:
             self.close()
             raise
@@ -547,11 +418,17 @@ class RawCsvReader(Iterator[pd.DataFrame]):
         self.bad_lines += len(bad)
         return chunk
 
+    def _parse_error(self, exc: pyarrow.ArrowInvalid) -> DataFileError:
+        what = str(exc)
+        if "straddl" in what:  # a row that two of pyarrow's blocks do not hold
+            what = f"a row longer than {PARSE_BLOCK_SIZE:,} bytes, or a quoted value left open"
+        return DataFileError(f"{self.name}: cannot parse as CSV: {what}")
+
     def _check_complete(self) -> None:
         """A last line without a line end that lacks fields is a file cut off, not one bad row:
         the rows after the cut are missing too, and nothing else would tell."""
         last = self._last_row
-        if last is None or self._blocks.ended_with_line_break:
+        if last is None or self._bytes.ended_with_line_break:
             return
         empty = [column for column in RAW_COLUMNS if not str(last[column]).strip()]
         if empty:
@@ -561,10 +438,12 @@ class RawCsvReader(Iterator[pd.DataFrame]):
             )
 
     def close(self) -> None:
-        parser = getattr(self, "_parser", None)
+        self._pieces = None
+        if hasattr(self, "_bytes"):
+            self._bytes.close()  # before the caller reads on from the source
+        parser, self._parser = self._parser, None
         if parser is not None:
-            self._parser = None
-            parser.close()  # type: ignore[attr-defined]
+            parser.close()
         if self._owned is not None:
             self._owned.close()
             self._owned = None
@@ -577,26 +456,20 @@ class RawCsvReader(Iterator[pd.DataFrame]):
 
 
 def iter_raw_chunks(
-    source: str | os.PathLike[str] | IO[bytes] | IO[str],
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    *,
-    parser: Literal["pyarrow", "pandas"] = "pyarrow",
+    source: str | os.PathLike[str] | IO[bytes] | IO[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> RawCsvReader:
     """Chunks of at most ``chunk_rows`` raw rows (all strings, columns ``RAW_COLUMNS``).
 
     The file is checked now (:class:`DataFileError` for an unusable file); rows are parsed as
-    the result is iterated. See the module docstring for what is fatal and what is not, and for
-    ``parser``.
+    the result is iterated. See the module docstring for what is fatal and what is not.
     """
-    return RawCsvReader(source, chunk_rows, parser=parser)
+    return RawCsvReader(source, chunk_rows)
 
 
-def read_raw(
-    source: str | os.PathLike[str] | IO[bytes] | IO[str], *, parser: Literal["pyarrow", "pandas"] = "pyarrow"
-) -> pd.DataFrame:
+def read_raw(source: str | os.PathLike[str] | IO[bytes] | IO[str]) -> pd.DataFrame:
     """The whole file as one raw DataFrame (for small files and tests). Unparseable lines are
     collected in ``attrs["bad_lines"]``, ignored columns in ``attrs["warnings"]``."""
-    with iter_raw_chunks(source, parser=parser) as reader:
+    with iter_raw_chunks(source) as reader:
         chunks = list(reader)
         if chunks:
             frame = pd.concat(chunks) if len(chunks) > 1 else chunks[0]

@@ -17,8 +17,8 @@ or the new one, never a mix.
 The version id is derived from the data fingerprint and the code version, so re-running a
 training on the same data with the same code finds its version already registered.
 
-Storage goes through the small :class:`ObjectStore` interface: :class:`S3Store` (boto3) on the
-testbed, :class:`DirectoryStore` (a local folder) for tests and offline use.
+Storage goes through :class:`r3e_testbed.storage.ObjectStore` (s3fs on the testbed, a local
+folder in tests).
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
 from r3e_testbed.pipeline.schema import LOCATIONS
 from r3e_testbed.pipeline.train import MODEL_KINDS, model_from_bytes
+from r3e_testbed.storage import ObjectStore
 
 ROOT = "iot"
 PRODUCTION_KEY = f"{ROOT}/production.json"
@@ -46,147 +45,6 @@ POINTER_FORMAT = "r3e-production-pointer/1"
 
 class RegistryError(RuntimeError):
     """The registry's content is missing, inconsistent or corrupt."""
-
-
-# --- storage -------------------------------------------------------------------------------------
-
-
-class ObjectStore(Protocol):
-    """What the registry needs from an object store (keys are relative to one bucket)."""
-
-    def get(self, key: str) -> bytes:
-        """The object's bytes; ``KeyError`` if there is none."""
-
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key`` in one atomic write."""
-
-    def exists(self, key: str) -> bool: ...
-
-    def etag(self, key: str) -> str | None:
-        """A tag that changes whenever the object does; ``None`` if there is no object."""
-
-    def keys(self, prefix: str) -> list[str]:
-        """Every key under ``prefix``, sorted."""
-
-    def open(self, key: str) -> Any:
-        """A binary stream of the object, read piece by piece; ``KeyError`` if there is none."""
-
-
-class DirectoryStore:
-    """An object store in a local folder; ``put`` writes a temporary file and renames it."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"bad object key {key!r}")
-        return self.root / key
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
-            handle.write(data)
-        Path(handle.name).replace(path)
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def etag(self, key: str) -> str | None:
-        try:
-            return hashlib.md5(self.get(key), usedforsecurity=False).hexdigest()
-        except KeyError:
-            return None
-
-    def keys(self, prefix: str) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        found = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in found if k.startswith(prefix) and "/.tmp-" not in f"/{k}")
-
-    def open(self, key: str) -> Any:
-        try:
-            return self._path(key).open("rb")
-        except FileNotFoundError:
-            raise KeyError(key) from None
-
-
-class S3Store:
-    """One bucket of an S3 object store through a boto3 client."""
-
-    def __init__(self, client: Any, bucket: str) -> None:
-        self.client = client
-        self.bucket = bucket
-
-    def _missing(self, error: Exception) -> bool:
-        code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
-        return code in {"NoSuchKey", "404", "NotFound"}
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except Exception as error:
-            if self._missing(error):
-                raise KeyError(key) from None
-            raise
-
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def exists(self, key: str) -> bool:
-        return self.etag(key) is not None
-
-    def etag(self, key: str) -> str | None:
-        try:
-            return str(self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]).strip('"')
-        except Exception as error:
-            if self._missing(error):
-                return None
-            raise
-
-    def keys(self, prefix: str) -> list[str]:
-        found: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            found += [item["Key"] for item in page.get("Contents", [])]
-        return sorted(found)
-
-    def open(self, key: str) -> Any:
-        """botocore's streaming body: ``read(n)`` pulls the object from the network as it goes."""
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except Exception as error:
-            if self._missing(error):
-                raise KeyError(key) from None
-            raise
-
-
-def s3_store(bucket: str, *, endpoint_url: str, access_key: str, secret_key: str, region: str = "us-east-1"):
-    """An :class:`S3Store` on a new boto3 client (path-style addressing, as SeaweedFS needs)."""
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        # Short timeouts: a poller or a task should notice an unreachable store in seconds.
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-        ),
-    )
-    return S3Store(client, bucket)
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -380,7 +238,8 @@ def promote(
     """Point production at ``manifest``'s version (one model kind per series); returns the pointer.
 
     The promotion record is written first, the pointer last, by one PUT. Every model and forecast
-    named must exist already, so the pointer never names something missing.
+    named must exist already, so the pointer never names something missing. Retrying a promotion
+    that failed between the two writes rewrites its record instead of adding a second one.
     """
     version = manifest["version"]
     if not selected:
@@ -413,6 +272,18 @@ def promote(
         "forecasts": dict(forecasts),
         "decision": dict(decision),
     }
-    store.put(f"{ROOT}/promotions/{stamp}-{version}.json", _dump(pointer))
+    store.put(_promotion_record_key(store, version, stamp), _dump(pointer))
     store.put(PRODUCTION_KEY, _dump(pointer))
     return pointer
+
+
+def _promotion_record_key(store: ObjectStore, version: str, stamp: str) -> str:
+    """Where this promotion's record goes: a new name, unless the newest record names this version
+    while production does not, i.e. an earlier try wrote the record and died before the pointer.
+    That try is finished, not recorded twice."""
+    records = store.keys(f"{ROOT}/promotions/")
+    if records and records[-1].endswith(f"-{version}.json"):
+        current = read_production(store)
+        if current is None or current.get("version") != version:
+            return records[-1]
+    return f"{ROOT}/promotions/{stamp}-{version}.json"

@@ -137,65 +137,14 @@ _DAY_FIRST, _MONTH_FIRST, _NEITHER = "day-first", "month-first", "neither"
 _LAYOUTS = pd.CategoricalDtype([_DAY_FIRST, _MONTH_FIRST, _NEITHER])
 
 
-def _offsets_and_data(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The value offsets (``len(text) + 1``) and the UTF-8 bytes of a string array, as numpy views."""
-    offsets_type = np.int64 if pyarrow.types.is_large_string(text.type) else np.int32
-    _, offsets_buffer, data_buffer = text.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offsets_type)[text.offset : text.offset + len(text) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
-    return offsets, data
-
-
-def _fixed_width(text: pyarrow.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, block)``: the positions of the non-null values exactly ``width`` bytes long, and
-    their UTF-8 bytes, one row each (``len(rows)`` x ``width`` uint8; a view when it can be)."""
-    if not len(text):
-        return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
-    offsets, data = _offsets_and_data(text)
-    fits = np.diff(offsets) == width
-    if text.null_count:
-        fits &= text.is_valid().to_numpy(zero_copy_only=False)
-    if fits.all() and len(offsets) > 1 and offsets[-1] - offsets[0] == width * len(text):
-        return np.arange(len(text)), data[offsets[0] : offsets[-1]].reshape(len(text), width)
-    rows = np.flatnonzero(fits)
-    return rows, data[offsets[rows].astype(np.int64)[:, None] + np.arange(width)]
-
-
-_DATE_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15]  # DD-MM-YYYY HH:MM
-_DATE_SEPARATOR_POSITIONS = [2, 5, 10, 13]
-_DATE_SEPARATORS = np.frombuffer(b"-- :", dtype=np.uint8)
-#: Day number (since 1970-01-01) of the first day of each month from January YEAR_MIN on, and of
-#: the month after the last: looked up instead of converted through datetime64[M] on every row.
-_MONTH_STARTS = (
-    (np.arange((YEAR_MAX - YEAR_MIN + 1) * 12 + 1) + (YEAR_MIN - 1970) * 12)
-    .astype("datetime64[M]")
-    .astype("datetime64[D]")
-    .astype(np.int64)
+#: Day-first dates in the export's own layout (zero-padded ASCII digits) naming a day that exists
+#: (29 February aside) and a time: for these, and only these, pyarrow's strptime (the C library's,
+#: which also skips spaces before numbers and rolls 31-04 over into May) gives what pandas' strict
+#: parse gives.
+_VALID_DATE = (
+    r"^(?:(?:0[1-9]|1\d|2[0-8])-(?:0[1-9]|1[0-2])|(?:29|30)-(?:0[13-9]|1[0-2])|31-(?:0[13578]|1[02]))"
+    r"-\d{4} (?:[01]\d|2[0-3]):[0-5]\d$"
 )
-
-
-def _canonical_dates(text: pyarrow.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(rows, times, years)`` of the values that are zero-padded ``DD-MM-YYYY HH:MM`` (ASCII
-    digits) of an existing date and time with a year in ``YEAR_MIN..YEAR_MAX``: read field by
-    field from their bytes, with numpy."""
-    rows, block = _fixed_width(text, 16)
-    digits = block[:, _DATE_DIGITS] - np.uint8(ord("0"))  # bytes below "0" wrap round to > 9
-    ok = (digits <= 9).all(axis=1)
-    ok &= (block[:, _DATE_SEPARATOR_POSITIONS] == _DATE_SEPARATORS).all(axis=1)
-    digits = digits.astype(np.int32)
-    day, month = digits[:, 0] * 10 + digits[:, 1], digits[:, 2] * 10 + digits[:, 3]
-    year = digits[:, 4] * 1000 + digits[:, 5] * 100 + digits[:, 6] * 10 + digits[:, 7]
-    hour, minute = digits[:, 8] * 10 + digits[:, 9], digits[:, 10] * 10 + digits[:, 11]
-    ok &= (month >= 1) & (month <= 12) & (year >= YEAR_MIN) & (year <= YEAR_MAX)
-    ok &= (day >= 1) & (hour <= 23) & (minute <= 59)
-    months = np.where(ok, (year - YEAR_MIN) * 12 + month - 1, 0)  # since January YEAR_MIN
-    first = _MONTH_STARTS[months]  # day number
-    ok &= day <= _MONTH_STARTS[months + 1] - first
-    minutes = ((first + day - 1) * 24 + hour) * 60 + minute
-    if ok.all():  # (the usual chunk)
-        return rows, (minutes * 60_000_000_000).view("datetime64[ns]"), year.astype("float64")
-    times = (minutes[ok] * 60_000_000_000).view("datetime64[ns]")
-    return rows[ok], times, year[ok].astype("float64")
 
 
 def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,23 +156,25 @@ def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
       does not parse day-first (tells an implausible year from no date);
     * ``month_first`` (bool): does not parse day-first, but does month-first.
 
-    Values in the canonical zero-padded layout with a plausible year (all of the export's) are
-    read field by field from their bytes (:func:`_canonical_dates`; such a text names one date and
-    time, so this is what the strict parse gives); everything else goes through pandas' strict
-    parser, as does the month-first test of what fails it.
+    pyarrow's strptime parses every value; where its verdict might differ from pandas' strict
+    parse (anything but ``_VALID_DATE`` with a plausible year, none of the export's dates),
+    pandas decides, as it does the month-first test of what fails it.
     """
+    text = _arrow_text(values)
+    parsed = pc.strptime(text, format=DATE_FORMAT, unit="ns", error_is_null=True)
+    parsed_years = pc.year(parsed)
+    plausible = pc.and_(pc.greater_equal(parsed_years, YEAR_MIN), pc.less_equal(parsed_years, YEAR_MAX))
+    agreed = pc.and_(pc.match_substring_regex(text, _VALID_DATE), plausible).fill_null(False)
+    times = parsed.to_numpy(zero_copy_only=False)
+    years = parsed_years.to_numpy(zero_copy_only=False).astype("float64")
     month_first = np.zeros(len(values), dtype=bool)
-    rows, canonical_times, canonical_years = _canonical_dates(_arrow_text(values))
-    if len(rows) == len(values):  # all canonical (the usual chunk): nothing else to parse
-        return canonical_times, canonical_years, month_first
-    times = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    years = np.full(len(values), np.nan)
-    times[rows], years[rows] = canonical_times, canonical_years
-    rest = values.notna().to_numpy(copy=True)
-    rest[rows] = False
+    rest = values.notna().to_numpy() & ~agreed.to_numpy(zero_copy_only=False)
     if rest.any():
+        times = times.copy()  # (a view of pyarrow's buffer when no value was null)
         day_first = pd.to_datetime(values[rest], format=DATE_FORMAT, errors="coerce")
-        times[rest] = _bounded(day_first)
+        times[rest] = day_first.where(day_first.dt.year.between(YEAR_MIN, YEAR_MAX)).to_numpy(
+            "datetime64[ns]"
+        )
         years[rest] = day_first.dt.year.to_numpy(dtype="float64", na_value=np.nan)
         failed = np.flatnonzero(rest)[day_first.isna().to_numpy()]
         if len(failed):
@@ -240,14 +191,6 @@ def parse_noted_date(values: pd.Series) -> pd.Series:
     only faster (see :func:`_parse_dates`).
     """
     return pd.Series(_parse_dates(values)[0], index=values.index)
-
-
-def _bounded(times: pd.Series) -> np.ndarray:
-    """datetime64[ns] values, NaT where the year is outside YEAR_MIN..YEAR_MAX."""
-    inside = times.dt.year.between(YEAR_MIN, YEAR_MAX).to_numpy()
-    result = np.full(len(times), np.datetime64("NaT"), dtype="datetime64[ns]")
-    result[inside] = times[inside].to_numpy(dtype="datetime64[ns]")
-    return result
 
 
 def _arrow_text(values: pd.Series) -> pyarrow.Array:
@@ -678,33 +621,12 @@ def _as_raw_text(chunk: pd.DataFrame) -> pd.DataFrame:
     return raw
 
 
-#: First bytes a blank value may start with: any ASCII control character or space, and any byte
-#: of a multi-byte character (Unicode has more spaces). A generous screen for the exact test.
-_MAY_START_BLANK = np.zeros(256, dtype=bool)
-_MAY_START_BLANK[: ord(" ") + 1] = True
-_MAY_START_BLANK[0x80:] = True
-
-
-def _may_have_blanks(text: pyarrow.Array) -> bool:
-    """False when no value can be blank: none is missing or empty, and none starts with a byte
-    that whitespace may start with (one byte per value read: the export's columns pass)."""
-    if text.null_count:
-        return True
-    offsets, data = _offsets_and_data(text)
-    starts = offsets[:-1]
-    if (offsets[1:] == starts).any():
-        return True
-    return bool(_MAY_START_BLANK[data[starts]].any())
-
-
 def _blank_to_missing(raw: pd.DataFrame) -> pd.DataFrame:
     """``raw`` with blank fields (empty or only whitespace, as ``str.strip`` has it) missing."""
     blanks = {}
     for column in raw.columns:
         text = _arrow_text(raw[column])
-        if not _may_have_blanks(text):
-            continue
-        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
+        blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text)).fill_null(True)
         if pc.any(blank).as_py():
             blanks[column] = raw[column].mask(blank.to_numpy(zero_copy_only=False))
     return raw.assign(**blanks) if blanks else raw

@@ -1,6 +1,7 @@
 """The forecast service: answers forecasts over HTTP from the production model in the object store.
 
-Run it with ``python -m r3e_testbed.services.forecast``. It serves JSON:
+Run it with ``python -m r3e_testbed.services.forecast`` (a FastAPI app on uvicorn, through
+:mod:`r3e_testbed.services.skeleton`). It serves JSON:
 
 ``GET /health``
     Always 200: ``{"status", "version", "promoted_at", "loaded_at", "last_check", "last_error",
@@ -10,16 +11,21 @@ Run it with ``python -m r3e_testbed.services.forecast``. It serves JSON:
     ``{"version", "series", "kind", "start", "days", "forecast": [{"ds": "YYYY-MM-DD", "yhat"}]}``
     for the ``days`` days after the model's last training day. Without ``series``:
     ``{"version", "days", "forecasts": {series: <the document above>}}`` for every series.
-    ``days`` defaults to 30. 400 names a bad or unknown parameter; 503 before the first promotion.
+    ``days`` defaults to 30. 400 names a bad, repeated or unknown parameter; 503 before the first
+    promotion.
+
+and also ``GET /metrics`` (Prometheus' text format: requests, model loads, forecasts computed),
+``GET /docs`` and ``GET /openapi.json`` (the API described, parameters and documents).
 
 A background thread polls the ETag of the production pointer (``registry.PRODUCTION_KEY``). When it
 changes, the pointer and every model it names are loaded and checked off to the side, then swapped
 in with one assignment: requests in flight finish on the set they started with, and loading never
 blocks a request. If the new pointer or a model cannot be loaded, the service keeps serving the
 models it has, reports ``degraded`` with the error, and tries the same pointer again only after
-``RETRY_SECONDS``. Forecasts are cached per (version, series, days).
+``RETRY_SECONDS``. Forecasts are cached per (version, series, days). The thread starts and stops
+with the app (its lifespan); uvicorn turns SIGTERM into a graceful stop, exit status 0.
 
-Configuration (environment variables):
+Configuration (environment variables; an empty one takes the default):
 
 ``R3E_FORECAST_BIND``          address to listen on (default ``127.0.0.1``)
 ``R3E_FORECAST_PORT``          TCP port (default ``8090``)
@@ -30,56 +36,55 @@ and the model store, one of:
 
 ``R3E_MODELS_DIR``             a local folder laid out like the models bucket (local use, tests)
 ``R3E_S3_ENDPOINT_URL``, ``R3E_S3_ACCESS_KEY``, ``R3E_S3_SECRET_KEY``, ``R3E_MODELS_BUCKET``
-                               the S3 models bucket; ``R3E_S3_REGION`` is optional (``us-east-1``)
+                               the S3 models bucket; ``R3E_S3_REGION`` is optional (``us-east-1``);
+                               ``R3E_S3_SECRET_KEY_FILE`` may name a file holding the secret instead
 
-A missing or invalid setting stops the service at start with a message naming the variable.
-Logs (one line per model load or failure) go to stderr, which systemd hands to the journal.
+A missing or invalid setting stops the service at start (exit status 2) with a message naming the
+variable. Logs (one line per model load or failure) go to stderr, which systemd hands to the journal.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at runtime,
+# and those of /forecast use max_days, a variable of create_app.
 import datetime as dt
-import json
 import logging
-import os
 import re
-import signal
-import socket
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from r3e_testbed.pipeline.registry import (
-    PRODUCTION_KEY,
-    DirectoryStore,
-    ObjectStore,
-    RegistryError,
-    production_models,
-    read_production,
-    s3_store,
-)
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric, StateSetMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticUseDefault
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from r3e_testbed.pipeline.registry import PRODUCTION_KEY, RegistryError, production_models, read_production
 from r3e_testbed.pipeline.train import forecast_model, model_last_day
+from r3e_testbed.services import skeleton
+from r3e_testbed.storage import DirectoryStore, ObjectStore, s3_store
 
 log = logging.getLogger("r3e_testbed.forecast_service")
 
-DEFAULT_BIND = "127.0.0.1"
-DEFAULT_PORT = 8090
+SERVICE = "forecast-service"
 DEFAULT_POLL_SECONDS = 5.0
 DEFAULT_MAX_DAYS = 365
 DEFAULT_DAYS = 30
-DEFAULT_S3_REGION = "us-east-1"
 #: A pointer that failed to load is tried again after this long, not on every poll.
 RETRY_SECONDS = 60.0
 #: Cached forecasts kept, least recently used dropped first.
 CACHE_ENTRIES = 512
+#: The query parameters of /forecast; anything else is refused, not silently ignored.
+FORECAST_PARAMETERS = ("series", "days")
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -88,87 +93,228 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 _FORECAST_LOCK = threading.Lock()
 
 
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _whole_number(value: Any) -> Any:
+    """Digits only: pydantic alone would also take ``5.0``, ``+5`` or ``5_0`` for an integer."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number (digits only)")
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
 
 
 # --- configuration -------------------------------------------------------------------------------
 
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class Config:
-    bind: str
-    port: int
-    poll_seconds: float
-    max_days: int
-    store: ObjectStore
-    store_description: str
+_URL = r"^https?://"
+_S3_VARIABLES = ("R3E_S3_ENDPOINT_URL", "R3E_S3_ACCESS_KEY", "R3E_S3_SECRET_KEY", "R3E_MODELS_BUCKET")
 
 
-def _int_setting(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-        raise ConfigError(f"{name} must be an integer from {low} to {high}; got {raw!r}")
-    return int(raw)
+class ForecastSettings(skeleton.ServiceSettings):
+    """The service's environment (``/etc/r3e/r3e-forecast.env`` on the testbed)."""
 
+    secret_files: ClassVar[tuple[str, ...]] = ("R3E_S3_SECRET_KEY",)
 
-def _seconds_setting(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 3600:  # also refuses nan
-        raise ConfigError(f"{name} must be a number of seconds above 0 and at most 3600; got {raw!r}")
-    return value
-
-
-def _store_from(environ: Mapping[str, str]) -> tuple[ObjectStore, str]:
-    directory = environ.get("R3E_MODELS_DIR", "").strip()
-    s3_names = ("R3E_S3_ENDPOINT_URL", "R3E_S3_ACCESS_KEY", "R3E_S3_SECRET_KEY", "R3E_MODELS_BUCKET")
-    s3 = {name: environ.get(name, "").strip() for name in s3_names}
-    if directory:
-        if any(s3.values()):
-            given = ", ".join(name for name, value in s3.items() if value)
-            raise ConfigError(f"R3E_MODELS_DIR is set together with {given}: set either the folder or S3")
-        if not Path(directory).is_dir():
-            raise ConfigError(f"R3E_MODELS_DIR={directory!r} is not a directory")
-        return DirectoryStore(directory), f"directory {directory}"
-    missing = [name for name, value in s3.items() if not value]
-    if missing:
-        raise ConfigError(
-            f"{', '.join(missing)} not set: the S3 models bucket needs {', '.join(s3_names)} "
-            "(or set R3E_MODELS_DIR to serve from a local folder)"
-        )
-    endpoint = s3["R3E_S3_ENDPOINT_URL"]
-    if not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"R3E_S3_ENDPOINT_URL must be an http:// or https:// URL; got {endpoint!r}")
-    store = s3_store(
-        s3["R3E_MODELS_BUCKET"],
-        endpoint_url=endpoint,
-        access_key=s3["R3E_S3_ACCESS_KEY"],
-        secret_key=s3["R3E_S3_SECRET_KEY"],
-        region=environ.get("R3E_S3_REGION", "").strip() or DEFAULT_S3_REGION,
+    bind: str = Field("127.0.0.1", validation_alias="R3E_FORECAST_BIND")
+    port: Annotated[int, WholeNumber] = Field(8090, ge=1, le=65535, validation_alias="R3E_FORECAST_PORT")
+    poll_seconds: float = Field(
+        DEFAULT_POLL_SECONDS, gt=0, le=3600, allow_inf_nan=False, validation_alias="R3E_FORECAST_POLL_SECONDS"
     )
-    return store, f"s3 bucket {s3['R3E_MODELS_BUCKET']} at {endpoint}"
+    max_days: Annotated[int, WholeNumber] = Field(
+        DEFAULT_MAX_DAYS, ge=1, le=100_000, validation_alias="R3E_FORECAST_MAX_DAYS"
+    )
+
+    models_dir: Path | None = Field(None, validation_alias="R3E_MODELS_DIR")
+    s3_endpoint_url: str | None = Field(None, pattern=_URL, validation_alias="R3E_S3_ENDPOINT_URL")
+    s3_access_key: str | None = Field(None, validation_alias="R3E_S3_ACCESS_KEY")
+    s3_secret_key: SecretStr | None = Field(None, validation_alias="R3E_S3_SECRET_KEY")
+    models_bucket: str | None = Field(None, validation_alias="R3E_MODELS_BUCKET")
+    s3_region: str = Field("us-east-1", validation_alias="R3E_S3_REGION")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        # As systemd's environment files make it easy to write NAME= for "not set".
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise PydanticUseDefault()
+        return value
+
+    @field_validator("models_dir")
+    @classmethod
+    def _is_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> Self:
+        given = {
+            name: value is not None for name, value in zip(_S3_VARIABLES, self._s3_values(), strict=True)
+        }
+        if self.models_dir is not None:
+            if any(given.values()):
+                names = ", ".join(name for name, set_ in given.items() if set_)
+                raise ValueError(f"R3E_MODELS_DIR is set together with {names}: set either the folder or S3")
+            return self
+        missing = [name for name, set_ in given.items() if not set_]
+        if missing:
+            raise ValueError(
+                f"{', '.join(missing)} not set: the S3 models bucket needs {', '.join(_S3_VARIABLES)} "
+                "(or set R3E_MODELS_DIR to serve from a local folder)"
+            )
+        return self
+
+    def _s3_values(self) -> tuple[Any, ...]:
+        return (self.s3_endpoint_url, self.s3_access_key, self.s3_secret_key, self.models_bucket)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        """The models store these settings name (built once)."""
+        if self.models_dir is not None:
+            return DirectoryStore(self.models_dir)
+        assert self.s3_endpoint_url and self.s3_access_key and self.s3_secret_key and self.models_bucket
+        return s3_store(
+            self.models_bucket,
+            endpoint_url=self.s3_endpoint_url,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key.get_secret_value(),
+            region=self.s3_region,
+        )
+
+    @property
+    def store_description(self) -> str:
+        if self.models_dir is not None:
+            return f"directory {self.models_dir}"
+        return f"s3 bucket {self.models_bucket} at {self.s3_endpoint_url}"
 
 
-def load_config(environ: Mapping[str, str]) -> Config:
-    """The service's settings from ``environ``; ``ConfigError`` naming the first bad variable."""
-    bind = environ.get("R3E_FORECAST_BIND", "").strip() or DEFAULT_BIND
-    port = _int_setting(environ, "R3E_FORECAST_PORT", DEFAULT_PORT, 1, 65535)
-    poll_seconds = _seconds_setting(environ, "R3E_FORECAST_POLL_SECONDS", DEFAULT_POLL_SECONDS)
-    max_days = _int_setting(environ, "R3E_FORECAST_MAX_DAYS", DEFAULT_MAX_DAYS, 1, 100_000)
-    store, description = _store_from(environ)
-    return Config(bind, port, poll_seconds, max_days, store, description)
+def load_config(environ: Mapping[str, str] | None = None) -> ForecastSettings:
+    """The settings from the environment (or ``environ``); ``skeleton.ConfigError`` names the variables."""
+    return skeleton.load_settings(ForecastSettings, environ)
+
+
+# --- the API's documents -------------------------------------------------------------------------
+
+
+class LastError(BaseModel):
+    message: str
+    at: str = Field(description="When it happened (UTC, ISO 8601).")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "no_model", "degraded"] = Field(
+        description="no_model: nothing promoted or loaded yet; degraded: a model is served, but the "
+        "last check or load failed (last_error says why)."
+    )
+    version: str | None = Field(description="The production version served.")
+    promoted_at: str | None
+    loaded_at: str | None = Field(description="When this service loaded the version (UTC).")
+    last_check: str | None = Field(description="The last check of the production pointer (UTC).")
+    last_error: LastError | None
+    series: dict[str, str] = Field(description="Series served -> model kind.")
+
+
+class ForecastRow(BaseModel):
+    ds: dt.date
+    yhat: float
+
+
+class SeriesForecast(BaseModel):
+    version: str
+    series: str
+    kind: str = Field(description="The model kind serving the series (baseline, prophet, ...).")
+    start: dt.date = Field(description="The first day forecast: the day after the model's last training day.")
+    days: int
+    forecast: list[ForecastRow]
+
+
+class AllForecasts(BaseModel):
+    version: str
+    days: int
+    forecasts: dict[str, SeriesForecast]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+class ForecastMetrics:
+    """The service's own metrics, on the registry ``/metrics`` serves."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.loads = Counter(
+            "r3e_forecast_model_loads", "Production pointers loaded and swapped in.", registry=registry
+        )
+        self.load_failures = Counter(
+            "r3e_forecast_model_load_failures",
+            "Loads of a production pointer (or of a model it names) that failed; the old models stay.",
+            registry=registry,
+        )
+        self.check_failures = Counter(
+            "r3e_forecast_check_failures",
+            "Checks of the production pointer that failed (store unreachable, pointer gone).",
+            registry=registry,
+        )
+        self.cache_lookups = Counter(
+            "r3e_forecast_cache_lookups",
+            "Forecast lookups, by result (hit, miss).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("hit", "miss"):
+            self.cache_lookups.labels(result)
+        self.compute_seconds = Histogram(
+            "r3e_forecast_compute_seconds",
+            "Seconds to compute a forecast missing from the cache (with the wait for the forecast lock), "
+            "by model kind.",
+            ["kind"],
+            registry=registry,
+        )
+
+
+class ServedModelCollector(Collector):
+    """What ``/health`` says, read from the holder at each scrape."""
+
+    def __init__(self, holder: "ModelHolder") -> None:
+        self.holder = holder
+
+    def collect(self) -> Iterator[Metric]:
+        served, last_check, last_error = self.holder.snapshot()
+        status = _status(served, last_error)
+        yield StateSetMetricFamily(
+            "r3e_forecast_status",
+            "The service's status, as /health reports it.",
+            {state: state == status for state in ("ok", "no_model", "degraded")},
+        )
+        model = InfoMetricFamily("r3e_forecast_model", "The production version served.")
+        series = InfoMetricFamily(
+            "r3e_forecast_series", "The series served and their model kinds.", labels=["series", "kind"]
+        )
+        loaded = GaugeMetricFamily(
+            "r3e_forecast_model_loaded_timestamp_seconds", "When the version served was loaded."
+        )
+        if served is not None:
+            model.add_metric([], {"version": served.version, "promoted_at": served.promoted_at or ""})
+            for name, (kind, _, _) in sorted(served.series.items()):
+                series.add_metric([name, kind], {})
+            loaded.add_metric([], served.loaded_at)
+        yield model
+        yield series
+        yield loaded
+        last_check_family = GaugeMetricFamily(
+            "r3e_forecast_last_check_timestamp_seconds", "When the production pointer was last checked."
+        )
+        if last_check is not None:
+            last_check_family.add_metric([], last_check)
+        yield last_check_family
 
 
 # --- the production models -----------------------------------------------------------------------
@@ -180,7 +326,8 @@ class ModelSet:
 
     version: str
     promoted_at: str | None
-    loaded_at: str
+    #: seconds since the epoch
+    loaded_at: float
     etag: str | None
     #: series -> (kind, model, first forecast day)
     series: Mapping[str, tuple[str, Any, dt.date]]
@@ -207,7 +354,12 @@ def load_model_set(store: ObjectStore, etag: str | None) -> ModelSet | None:
             forecast_model(kind, model, 1)
         start = (model_last_day(kind, model) + dt.timedelta(days=1)).date()
         series[name] = (kind, model, start)
-    return ModelSet(version, pointer.get("promoted_at"), _utc_now(), etag, series)
+    promoted_at = pointer.get("promoted_at")
+    return ModelSet(version, promoted_at if isinstance(promoted_at, str) else None, time.time(), etag, series)
+
+
+def _status(current: ModelSet | None, last_error: LastError | None) -> str:
+    return "no_model" if current is None else "degraded" if last_error else "ok"
 
 
 class ModelHolder:
@@ -219,14 +371,16 @@ class ModelHolder:
         *,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
+        metrics: ForecastMetrics | None = None,
     ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        self.metrics = metrics or ForecastMetrics(CollectorRegistry())
         self._lock = threading.Lock()
         self._current: ModelSet | None = None
-        self._last_check: str | None = None
-        self._last_error: dict[str, str] | None = None
+        self._last_check: float | None = None
+        self._last_error: LastError | None = None
         self._failed_etag: str | None = None
         self._failed_message = ""
         self._failed_at = 0.0
@@ -238,25 +392,32 @@ class ModelHolder:
         with self._lock:
             return self._current
 
-    def status(self) -> dict[str, Any]:
+    def snapshot(self) -> tuple[ModelSet | None, float | None, LastError | None]:
+        """The models served, the last check (seconds since the epoch) and the last error, together."""
         with self._lock:
-            current, last_check, last_error = self._current, self._last_check, self._last_error
-        state = "no_model" if current is None else "degraded" if last_error else "ok"
-        return {
-            "status": state,
-            "version": current.version if current else None,
-            "promoted_at": current.promoted_at if current else None,
-            "loaded_at": current.loaded_at if current else None,
-            "last_check": last_check,
-            "last_error": dict(last_error) if last_error else None,
-            "series": {name: kind for name, (kind, _, _) in current.series.items()} if current else {},
-        }
+            return self._current, self._last_check, self._last_error
+
+    def status(self) -> Health:
+        current, last_check, last_error = self.snapshot()
+        return Health(
+            status=_status(current, last_error),
+            version=current.version if current else None,
+            promoted_at=current.promoted_at if current else None,
+            loaded_at=_utc(current.loaded_at) if current else None,
+            last_check=_utc(last_check) if last_check is not None else None,
+            last_error=last_error,
+            series={name: kind for name, (kind, _, _) in current.series.items()} if current else {},
+        )
 
     def _fail(self, message: str, etag: str | None = None, *, load: bool = False) -> None:
         with self._lock:
-            repeated = self._last_error is not None and self._last_error["message"] == message
-            self._last_error = {"message": message, "at": _utc_now()}
+            repeated = self._last_error is not None and self._last_error.message == message
+            self._last_error = LastError(message=message, at=_utc(time.time()))
             current = self._current
+        if load:
+            self.metrics.load_failures.inc()
+        else:
+            self.metrics.check_failures.inc()
         if etag is not None:
             self._failed_etag, self._failed_message, self._failed_at = etag, message, time.monotonic()
         # Loads are retried at most every retry_seconds, so each is logged; a store that stays
@@ -280,7 +441,7 @@ class ModelHolder:
     def check_once(self) -> None:
         """One poll: load the production models if the pointer changed. Never raises."""
         with self._lock:
-            self._last_check = _utc_now()
+            self._last_check = time.time()
             current = self._current
         try:
             etag = self.store.etag(PRODUCTION_KEY)
@@ -300,8 +461,8 @@ class ModelHolder:
             # Not yet time to retry; the pointer's load error stands (a store outage in between
             # may have replaced it).
             with self._lock:
-                if self._last_error is None or self._last_error["message"] != self._failed_message:
-                    self._last_error = {"message": self._failed_message, "at": _utc_now()}
+                if self._last_error is None or self._last_error.message != self._failed_message:
+                    self._last_error = LastError(message=self._failed_message, at=_utc(time.time()))
             return
         try:
             loaded = load_model_set(self.store, etag)
@@ -313,6 +474,7 @@ class ModelHolder:
             self._succeed()
             return
         self._succeed(loaded)
+        self.metrics.loads.inc()
         kinds = ", ".join(f"{name}: {kind}" for name, (kind, _, _) in sorted(loaded.series.items()))
         log.info("loaded production %s (%s), promoted at %s", loaded.version, kinds, loaded.promoted_at)
 
@@ -342,239 +504,189 @@ class ModelHolder:
 class ForecastCache:
     """Forecast rows per (version, series, days); computes each at most once while it is cached."""
 
-    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+    def __init__(self, entries: int = CACHE_ENTRIES, metrics: ForecastMetrics | None = None) -> None:
         self.entries = entries
-        self._cached: OrderedDict[tuple[str, str, int], list[dict[str, Any]]] = OrderedDict()
+        self.metrics = metrics or ForecastMetrics(CollectorRegistry())
+        self._cached: OrderedDict[tuple[str, str, int], list[ForecastRow]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _lookup(self, key: tuple[str, str, int]) -> list[dict[str, Any]] | None:
+    def _lookup(self, key: tuple[str, str, int]) -> list[ForecastRow] | None:
         with self._lock:
             rows = self._cached.get(key)
             if rows is not None:
                 self._cached.move_to_end(key)
             return rows
 
-    def rows(self, version: str, series: str, kind: str, model: Any, days: int) -> list[dict[str, Any]]:
+    def rows(self, version: str, series: str, kind: str, model: Any, days: int) -> list[ForecastRow]:
         key = (version, series, days)
         rows = self._lookup(key)
         if rows is not None:
+            self.metrics.cache_lookups.labels("hit").inc()
             return rows
+        started = time.perf_counter()
         # Under the lock a repeated request waits for the first one's result instead of computing it.
         with _FORECAST_LOCK:
             rows = self._lookup(key)
             if rows is not None:
+                self.metrics.cache_lookups.labels("hit").inc()
                 return rows
+            self.metrics.cache_lookups.labels("miss").inc()
             frame = forecast_model(kind, model, days)
             rows = [
-                {"ds": day.strftime("%Y-%m-%d"), "yhat": float(value)}
+                ForecastRow(ds=day.date(), yhat=float(value))
                 for day, value in zip(frame["ds"], frame["yhat"], strict=True)
             ]
             with self._lock:
                 self._cached[key] = rows
                 while len(self._cached) > self.entries:
                     self._cached.popitem(last=False)
+        self.metrics.compute_seconds.labels(kind).observe(time.perf_counter() - started)
         return rows
 
 
-# --- HTTP ----------------------------------------------------------------------------------------
+# --- the API -------------------------------------------------------------------------------------
 
 
-class BadRequest(ValueError):
-    """A request parameter is missing, unknown or invalid; the message names it."""
+def _plain_query(request: Request) -> None:
+    """Refuse parameters /forecast does not know, and any given twice (FastAPI would take the last)."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - set(FORECAST_PARAMETERS))
+    if unknown:
+        raise HTTPException(400, f"unknown parameter(s) {unknown}; expected {', '.join(FORECAST_PARAMETERS)}")
+    for name in FORECAST_PARAMETERS:
+        if names.count(name) > 1:
+            raise HTTPException(400, f"parameter {name!r} is given {names.count(name)} times")
 
 
-class ForecastServer(ThreadingHTTPServer):
-    """The HTTP server; request handlers reach the holder and the cache through it."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], holder: ModelHolder, *, max_days: int = DEFAULT_MAX_DAYS
-    ) -> None:
-        self.holder = holder
-        self.cache = ForecastCache()
-        self.max_days = max_days
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, ForecastHandler)
+def _parameter_problem(problem: Mapping[str, Any]) -> str:
+    _where, *path = problem["loc"]
+    name = ".".join(map(str, path))
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"parameter {name!r}: {message[:1].lower()}{message[1:]}; got {problem.get('input')!r}"
 
 
-def _one_value(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    if values is None:
-        return None
-    if len(values) > 1:
-        raise BadRequest(f"parameter {name!r} is given {len(values)} times")
-    return values[0]
+def _document_400_not_422(app: FastAPI) -> None:
+    """Drop FastAPI's 422 from the OpenAPI document: bad parameters are answered 400 here."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
-class ForecastHandler(BaseHTTPRequestHandler):
-    server: ForecastServer
-    server_version = "r3e-forecast/1"
+def create_app(
+    store: ObjectStore,
+    *,
+    max_days: int = DEFAULT_MAX_DAYS,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    retry_seconds: float = RETRY_SECONDS,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The service: the model holder (started and stopped with the app), the cache and the routes."""
+    registry = registry or CollectorRegistry()
+    metrics = ForecastMetrics(registry)
+    holder = ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds, metrics=metrics)
+    cache = ForecastCache(metrics=metrics)
+    registry.register(ServedModelCollector(holder))
 
-    def do_GET(self) -> None:
-        try:
-            url = urlsplit(self.path)
-            if url.path == "/health":
-                self._send(HTTPStatus.OK, self.server.holder.status())
-            elif url.path == "/forecast":
-                self._forecast(url.query)
-            else:
-                message = f"unknown path {url.path!r}; try /forecast or /health"
-                self._send(HTTPStatus.NOT_FOUND, {"error": message})
-        except BadRequest as error:
-            self._send(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-        except ConnectionError:  # the client went away
-            pass
-        except Exception:
-            log.exception("request %s failed", self.path)
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; see the service log"})
+    app = skeleton.service_app(
+        service=SERVICE,
+        title="r3e forecast service",
+        summary="Temperature forecasts from the production model of the model registry.",
+        registry=registry,
+        start=holder.start,
+        stop=holder.stop,
+    )
+    _document_400_not_422(app)
 
-    def _refuse_method(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"method {self.command} not allowed; use GET"})
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "; ".join(map(_parameter_problem, error.errors()))}, status_code=400)
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = str(error.detail)
+        if error.status_code == 404:
+            message = f"unknown path {request.url.path!r}; try /forecast, /health, /metrics or /docs"
+        elif error.status_code == 405:
+            message = f"method {request.method} not allowed; use GET"
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
-    def _forecast(self, query_string: str) -> None:
-        try:
-            query = parse_qs(query_string, keep_blank_values=True, strict_parsing=bool(query_string))
-        except ValueError as error:
-            raise BadRequest(f"malformed query string: {error}") from None
-        unknown = sorted(set(query) - {"series", "days"})
-        if unknown:
-            raise BadRequest(f"unknown parameter(s) {unknown}; expected series, days")
-        days_text = _one_value(query, "days")
-        days = DEFAULT_DAYS if days_text is None else self._days(days_text)
-        wanted = _one_value(query, "series")
-        current = self.server.holder.current  # one model set for the whole request
-        if current is None:
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no production model yet"})
-            return
-        if wanted is None:
-            forecasts = {name: self._document(current, name, days) for name in sorted(current.series)}
-            self._send(HTTPStatus.OK, {"version": current.version, "days": days, "forecasts": forecasts})
-            return
-        if wanted not in current.series:
-            raise BadRequest(f"unknown series {wanted!r}; expected one of {sorted(current.series)}")
-        self._send(HTTPStatus.OK, self._document(current, wanted, days))
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, _error: Exception) -> JSONResponse:
+        # uvicorn logs the traceback once this answer is sent.
+        log.error("request %s failed", request.url.path)
+        return JSONResponse({"error": "internal error; see the service log"}, status_code=500)
 
-    def _days(self, text: str) -> int:
-        maximum = self.server.max_days
-        if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= maximum:
-            raise BadRequest(f"parameter 'days' must be an integer from 1 to {maximum}; got {text!r}")
-        return int(text)
-
-    def _document(self, current: ModelSet, name: str, days: int) -> dict[str, Any]:
+    def document(current: ModelSet, name: str, days: int) -> SeriesForecast:
         kind, model, start = current.series[name]
-        return {
-            "version": current.version,
-            "series": name,
-            "kind": kind,
-            "start": start.isoformat(),
-            "days": days,
-            "forecast": self.server.cache.rows(current.version, name, kind, model, days),
-        }
+        rows = cache.rows(current.version, name, kind, model, days)
+        return SeriesForecast(
+            version=current.version, series=name, kind=kind, start=start, days=days, forecast=rows
+        )
 
-    def _send(self, status: HTTPStatus, document: Mapping[str, Any]) -> None:
-        body = json.dumps(document, allow_nan=False).encode("utf-8") + b"\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if status == HTTPStatus.METHOD_NOT_ALLOWED:
-            self.send_header("Allow", "GET")
-        self.end_headers()
-        self.wfile.write(body)
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        """Always 200: the version served and whether the last check of production worked."""
+        return holder.status()
 
-    def log_message(self, message_format: str, *args: Any) -> None:
-        # Access lines only at debug level: the journal keeps the model loads and failures.
-        log.debug("%s %s", self.address_string(), message_format % args)
+    @app.get(
+        "/forecast",
+        response_model=SeriesForecast | AllForecasts,
+        dependencies=[Depends(_plain_query)],
+        responses={
+            400: {"model": ErrorResponse, "description": "A bad, repeated or unknown parameter (named)."},
+            503: {"model": ErrorResponse, "description": "Nothing promoted to production yet."},
+        },
+    )
+    def forecast(
+        days: Annotated[
+            int, Query(ge=1, le=max_days, description="Days to forecast, from the start day on."), WholeNumber
+        ] = DEFAULT_DAYS,
+        series: Annotated[
+            str | None, Query(description="The series (In, Out); without it, every series.")
+        ] = None,
+    ) -> Any:
+        """The forecast of ``series`` (or of every series) for the ``days`` days after the model's
+        last training day."""
+        current = holder.current  # one model set for the whole request
+        if current is None:
+            return JSONResponse({"error": "no production model yet"}, status_code=503)
+        if series is None:
+            forecasts = {name: document(current, name, days) for name in sorted(current.series)}
+            return AllForecasts(version=current.version, days=days, forecasts=forecasts)
+        if series not in current.series:
+            raise HTTPException(400, f"unknown series {series!r}; expected one of {sorted(current.series)}")
+        return document(current, series, days)
+
+    return app
 
 
-# --- the service ---------------------------------------------------------------------------------
+# --- the process ---------------------------------------------------------------------------------
 
 
-class ForecastService:
-    """The poller and the HTTP server together: ``start``/``shutdown`` or ``serve_forever``."""
-
-    def __init__(
-        self,
-        store: ObjectStore,
-        *,
-        bind: str = DEFAULT_BIND,
-        port: int = DEFAULT_PORT,
-        poll_seconds: float = DEFAULT_POLL_SECONDS,
-        max_days: int = DEFAULT_MAX_DAYS,
-        retry_seconds: float = RETRY_SECONDS,
-    ) -> None:
-        self.holder = ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds)
-        self.server = ForecastServer((bind, port), self.holder, max_days=max_days)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown` is called from another thread."""
-        self.holder.start()
-        try:
-            # A short select timeout so that shutdown() returns quickly (its default is 0.5 s).
-            self.server.serve_forever(poll_interval=0.1)
-        finally:
-            self.holder.stop()
-            self.server.server_close()
-
-    def start(self) -> None:
-        """Serve from a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="forecast-http", daemon=True)
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        """Stop what :meth:`start` started."""
-        if self._thread is not None:
-            self.server.shutdown()
-            self._thread.join(10)
-            self._thread = None
+def build(environ: Mapping[str, str] | None = None) -> tuple[FastAPI, str, int]:
+    settings = load_config(environ)
+    app = create_app(settings.store, max_days=settings.max_days, poll_seconds=settings.poll_seconds)
+    log.info(
+        "serving forecasts from %s; checking %s every %g s",
+        settings.store_description,
+        PRODUCTION_KEY,
+        settings.poll_seconds,
+    )
+    return app, settings.bind, settings.port
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        config = load_config(os.environ if environ is None else environ)
-    except ConfigError as error:
-        # Straight to stderr: the one line systemd's status shows must say what to fix.
-        print(f"forecast service: configuration error: {error}", file=sys.stderr)
-        return 2
-    try:
-        service = ForecastService(
-            config.store,
-            bind=config.bind,
-            port=config.port,
-            poll_seconds=config.poll_seconds,
-            max_days=config.max_days,
-        )
-    except OSError as error:
-        log.error("cannot listen on %s:%s: %s", config.bind, config.port, error)
-        return 1
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        # shutdown() waits for serve_forever, which runs in this (the main) thread: call it elsewhere.
-        threading.Thread(target=service.server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info(
-        "serving forecasts on %s from %s; checking %s every %g s",
-        service.url,
-        config.store_description,
-        PRODUCTION_KEY,
-        config.poll_seconds,
-    )
-    service.serve_forever()
-    log.info("stopped")
-    return 0
+    return skeleton.run(SERVICE, lambda: build(environ))
 
 
 if __name__ == "__main__":
