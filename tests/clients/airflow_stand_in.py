@@ -153,6 +153,20 @@ class AirflowStandIn:
 # --- Airflow 3's answers -----------------------------------------------------------------------
 
 
+def dag_version(dag_id: str) -> dict[str, Any]:
+    """The first version of a DAG, as Airflow 3.3 reports it."""
+    return {
+        "id": "0199a8f0-0000-7000-8000-000000000001",
+        "version_number": 1,
+        "dag_id": dag_id,
+        "bundle_name": "dags-folder",
+        "bundle_version": None,
+        "created_at": "2026-01-05T09:58:00.000000Z",
+        "dag_display_name": dag_id,
+        "bundle_url": None,
+    }
+
+
 def task_instance(
     task_id: str = "work",
     *,
@@ -199,16 +213,7 @@ def task_instance(
         "rendered_fields": {},
         "trigger": None,
         "triggerer_job": None,
-        "dag_version": {
-            "id": "0199a8f0-0000-7000-8000-000000000001",
-            "version_number": 1,
-            "dag_id": dag_id,
-            "bundle_name": "dags-folder",
-            "bundle_version": None,
-            "created_at": "2026-01-05T09:58:00.000000Z",
-            "dag_display_name": dag_id,
-            "bundle_url": None,
-        },
+        "dag_version": dag_version(dag_id),
     }
 
 
@@ -256,18 +261,7 @@ def dag_run(
         "triggering_user_name": "admin",
         "conf": conf or {},
         "note": None,
-        "dag_versions": [
-            {
-                "id": "0199a8f0-0000-7000-8000-000000000001",
-                "version_number": 1,
-                "dag_id": dag_id,
-                "bundle_name": "dags-folder",
-                "bundle_version": None,
-                "created_at": "2026-01-05T09:58:00.000000Z",
-                "dag_display_name": dag_id,
-                "bundle_url": None,
-            }
-        ],
+        "dag_versions": [dag_version(dag_id)],
         "bundle_version": None,
         "dag_display_name": dag_id,
         "partition_key": None,

@@ -126,6 +126,16 @@ class Tick:
     served: bool
 
 
+def served_throughout(ticks: list[Tick]) -> Check:
+    """The steady-state check that the forecast service answered every probe."""
+    missed = sum(not tick.served for tick in ticks)
+    return Check(
+        name="production served throughout",
+        passed=missed == 0,
+        detail=f"{missed} of {len(ticks)} probes of the forecast service unanswered",
+    )
+
+
 @dataclass
 class Watch:
     stack: Stack
@@ -368,14 +378,7 @@ def run_fault(
     if scenario.steady_state.artifacts_intact:
         checks += [artifacts_intact(models), promotions_sound(models, promotions_before)]
     if scenario.steady_state.production_served:
-        missed = sum(not tick.served for tick in watch.ticks)
-        checks.append(
-            Check(
-                name="production served throughout",
-                passed=missed == 0,
-                detail=f"{missed} of {len(watch.ticks)} probes of the forecast service unanswered",
-            )
-        )
+        checks.append(served_throughout(watch.ticks))
     error = injector.error or (
         None if injector.injected_at else "the run ended before the fault was injected"
     )
@@ -768,14 +771,7 @@ def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) 
         if steady.artifacts_intact:
             checks += [artifacts_intact(models), promotions_sound(models, promotions_before)]
         if steady.production_served:
-            missed = sum(not tick.served for tick in sampler.ticks)
-            checks.append(
-                Check(
-                    name="production served throughout",
-                    passed=missed == 0,
-                    detail=f"{missed} of {len(sampler.ticks)} probes of the forecast service unanswered",
-                )
-            )
+            checks.append(served_throughout(sampler.ticks))
     seen = [u.seen_at for u in uploads if u.seen_at is not None]
     recovered = max(seen) if uploads and len(seen) == len(uploads) else None  # every run appeared
     ends = [epoch(u.run.get("end_date")) for u in uploads if u.run is not None]

@@ -25,7 +25,6 @@ import re
 import sys
 import tempfile
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ def editable_checkout() -> Path | None:
     if not isinstance(origin, dict) or not (origin.get("dir_info") or {}).get("editable"):
         return None
     url = urllib.parse.urlsplit(str(origin.get("url", "")))
-    return Path(urllib.request.url2pathname(url.path)) if url.scheme == "file" else None
+    return Path(urllib.parse.unquote(url.path)) if url.scheme == "file" else None
 
 
 def project_root() -> Path:
