@@ -138,10 +138,13 @@ r3e: venv
 	$(WITH_DOCKER) r3e run -i $(VAGRANT_INVENTORY) $(R3E_ARGS)
 
 # Figures, not pass/fail tests (benchmarks/README.md says what each one measures).
+# BARE_SECONDS=<s>: the seconds `make up` took on a fresh clone (/usr/bin/time -v make up),
+# reported beside the other figures against its goal.
 BENCH_INVENTORY ?= $(VAGRANT_INVENTORY)
 bench: venv
 	python benchmarks/ingest.py --json reports/bench-ingest.json
-	$(WITH_DOCKER) python benchmarks/elasticity.py -i $(BENCH_INVENTORY) --json reports/bench-elasticity.json
+	$(WITH_DOCKER) python benchmarks/elasticity.py -i $(BENCH_INVENTORY) --json reports/bench-elasticity.json \
+	  $(if $(BARE_SECONDS),--bare-seconds $(BARE_SECONDS))
 	@latest=$$(ls -td reports/*/results.json 2>/dev/null | head -1); \
 	if [ -n "$$latest" ]; then r3e report "$$latest" --benchmark reports/bench-ingest.json \
 	  --benchmark reports/bench-elasticity.json; else echo "no R3E report yet: make r3e, then make bench"; fi
