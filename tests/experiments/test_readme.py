@@ -385,3 +385,13 @@ def test_the_projects_readme_matches_its_results_folder():
     assert done.changed == [], "the README differs from results/: make readme"
     if (REPO / "results" / "results.json").is_file():
         assert done.unsourced == {}, "a marked figure of the README has no file in results/"
+
+
+def test_a_failed_playbook_shows_its_innermost_cause():
+    error = (
+        "fault.yml failed (failed, exit 2):\n"
+        "  fault_injection : Inject the fault: Specified qdisc kind is unknown."
+    )
+    assert readme._cause(error) == "fault_injection : Inject the fault: Specified qdisc kind is unknown."
+    assert readme._cause("") == ""
+    assert readme._cause("x" * 300).endswith("…") and len(readme._cause("x" * 300)) == 200

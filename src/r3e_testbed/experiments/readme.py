@@ -196,8 +196,11 @@ def _when(timestamp: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _first_line(text: str, limit: int = 160) -> str:
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+def _cause(text: str, limit: int = 200) -> str:
+    """The last line of an error: the innermost cause (Ansible puts the failed task's message
+    under a "playbook failed:" line, as Python puts the exception under its traceback)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    line = lines[-1] if lines else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -239,7 +242,7 @@ def faults_block(published: Published) -> str:
     rows = []
     for fault in published.get(RESULTS).get("faults") or []:
         if fault.get("outcome") == "error":
-            run = f"not run: {_first_line(fault.get('error', ''))}"
+            run = f"not run: {_cause(fault.get('error', ''))}"
         else:
             run = fault.get("run_state") or DASH
         rows.append(
@@ -262,7 +265,7 @@ def faults_block(published: Published) -> str:
 def _failed_checks(experiment: Mapping[str, Any]) -> str:
     failed = [f"{c['name']}: {c['detail']}" for c in experiment.get("checks") or [] if not c["passed"]]
     if experiment.get("error"):
-        failed.insert(0, f"experiment error: {_first_line(experiment['error'])}")
+        failed.insert(0, f"experiment error: {_cause(experiment['error'])}")
     return f"{_code(experiment['name'])} ({_plain('; '.join(failed) or experiment['outcome'])})"
 
 
