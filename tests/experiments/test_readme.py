@@ -18,6 +18,7 @@ import pytest
 from test_report import make_results
 from typer.testing import CliRunner
 
+from r3e_testbed.experiments import cli as cli_module
 from r3e_testbed.experiments import readme
 from r3e_testbed.experiments.cli import app
 from r3e_testbed.experiments.readme import ReadmeError, load_published, publish, rewrite, spans
@@ -348,7 +349,9 @@ def test_broken_markers_are_refused(text, message):
         spans(text)
 
 
-def test_the_commands_publish_write_and_check_the_readme(tmp_path, report_dir, benchmarks):
+def test_the_commands_publish_write_and_check_the_readme(tmp_path, report_dir, benchmarks, monkeypatch):
+    # Not the checkout's own reports/bench-*.json, which exist after a `make bench` there.
+    monkeypatch.setattr(cli_module, "BENCHMARK_FILES", [tmp_path / "absent.json"])
     readme_file, results = tmp_path / "README.md", tmp_path / "results"
     readme_file.write_text(TEMPLATE, encoding="utf-8")
     paths = ["--readme", str(readme_file), "--results", str(results)]
