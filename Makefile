@@ -3,6 +3,8 @@
 #
 #   make up         hosts from topology.yml as Vagrant machines, provisioned, smoke-tested,
 #                   then one pipeline run (upload -> train -> deploy) with its metrics
+#   make up TOPOLOGY=ha   the same with the highly available topology (topologies/ha.yml);
+#                   TOPOLOGY=ha works with every target below that talks to the hosts
 #   make info       the Airflow UI's address, user and generated password
 #   make ssh HOST=control   a shell on one machine (Vagrant with the docker shim on PATH)
 #   make down       destroy them (and the network Vagrant made for them)
@@ -31,11 +33,29 @@ SHELL := /bin/bash
 
 VENV := .venv
 PROVIDER ?= docker
-# Same defaults as the Vagrantfile (which reads the same environment variables).
+# TOPOLOGY=ha: the highly available shape (topologies/ha.yml) instead of topology.yml. Each
+# topology keeps its own Vagrant machines, network and UI port, so both can be up at once.
+TOPOLOGY ?= default
+ifeq ($(TOPOLOGY),default)
+TOPOLOGY_FILE := topology.yml
+VAGRANT_DOTFILE := .vagrant
 R3E_SUBNET ?= 192.168.56
-R3E_UI_BIND ?= 127.0.0.1
 R3E_UI_PORT ?= 8080
-VAGRANT_INVENTORY := .vagrant/provisioners/ansible/inventory/vagrant_ansible_inventory
+else
+TOPOLOGY_FILE := topologies/$(TOPOLOGY).yml
+VAGRANT_DOTFILE := .vagrant-$(TOPOLOGY)
+R3E_SUBNET ?= 192.168.57
+R3E_UI_PORT ?= 8081
+endif
+ifeq ($(wildcard $(TOPOLOGY_FILE)),)
+$(error TOPOLOGY=$(TOPOLOGY): there is no $(TOPOLOGY_FILE); the topologies are default and $(patsubst topologies/%.yml,%,$(wildcard topologies/*.yml)))
+endif
+# Same defaults as the Vagrantfile (which reads the same environment variables).
+R3E_UI_BIND ?= 127.0.0.1
+export R3E_TOPOLOGY := $(TOPOLOGY_FILE)
+export VAGRANT_DOTFILE_PATH := $(CURDIR)/$(VAGRANT_DOTFILE)
+export R3E_SUBNET R3E_UI_BIND R3E_UI_PORT
+VAGRANT_INVENTORY := $(VAGRANT_DOTFILE)/provisioners/ansible/inventory/vagrant_ansible_inventory
 START := $(shell date +%s)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -105,7 +125,7 @@ provision:
 
 # Where the UI is and how to log in. The password is generated per deployment and lives in
 # .secrets/<deployment>/secrets.yml; `make up` says where, `make info` shows it on request.
-SECRETS_FILE = .secrets/$$($(VENV)/bin/python -c 'import yaml; print(yaml.safe_load(open("topology.yml"))["all"]["vars"]["deployment_name"])')/secrets.yml
+SECRETS_FILE = .secrets/$$($(VENV)/bin/python -c 'import yaml; print(yaml.safe_load(open("$(TOPOLOGY_FILE)"))["all"]["vars"]["deployment_name"])')/secrets.yml
 login:
 	@echo "Airflow UI: http://$(R3E_UI_BIND):$(R3E_UI_PORT)/  user: admin"
 	@echo "password:   airflow_admin_password in $(SECRETS_FILE) (make info shows it)"
@@ -160,6 +180,8 @@ readme: venv
 # no test that VirtualBox can run the machines.
 validate:
 	vagrant validate -p
+	@for topology in topologies/*.yml; do echo "R3E_TOPOLOGY=$$topology vagrant validate -p"; \
+	  R3E_TOPOLOGY=$$topology vagrant validate -p || exit 1; done
 	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 	@if command -v VBoxManage >/dev/null; then VAGRANT_DEFAULT_PROVIDER=virtualbox vagrant validate; else \
 	  stub=$$(mktemp -d) && printf '#!/bin/sh\necho 7.0.0r0\n' >$$stub/VBoxManage && chmod +x $$stub/VBoxManage && \

@@ -207,3 +207,31 @@ def test_a_tls_failure_is_no_answer(stand_in):
     with pytest.raises(AirflowError, match="no answer") as failed:
         list_queued(airflow)
     assert (failed.value.status, failed.value.transient) == (None, True)
+
+
+def test_several_api_servers_a_silent_one_is_passed_over(stand_in, fast_retries):
+    stand_in.route(
+        "GET", TASK_INSTANCES, Answer(200, task_instances([], total=3)), TaskInstanceCollectionResponse
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    with Airflow([dead, stand_in.url], stand_in.user, stand_in.password, patience_s=10) as airflow:
+        assert list_queued(airflow).total_entries == 3
+        assert airflow.url == stand_in.url
+        # It stays on the live one: the next call does not go back to the dead one first.
+        assert list_queued(airflow).total_entries == 3
+    assert len(stand_in.calls("GET", TASK_INSTANCES)) == 2
+
+
+def test_an_answering_api_server_is_not_passed_over(stand_in, fast_retries):
+    stand_in.route("GET", TASK_INSTANCES, Answer(503, {"detail": "busy"}), TaskInstanceCollectionResponse)
+    other = f"http://127.0.0.1:{free_port()}"
+    with Airflow([stand_in.url, other], stand_in.user, stand_in.password, patience_s=0.3) as airflow:
+        with pytest.raises(AirflowError) as failed:
+            list_queued(airflow)
+        assert failed.value.status == 503
+        assert airflow.url == stand_in.url
+
+
+def test_no_api_server_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        Airflow([], "admin", "secret")

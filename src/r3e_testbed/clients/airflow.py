@@ -11,13 +11,15 @@
   an answer that does not fit the client's model is such an error too, with its status;
 - retries, with tenacity, while Airflow does not answer or answers 5xx, for ``patience_s``
   (0: one attempt). One clock: tenacity's, monotonic.
+- given several api-servers (a highly available deployment), moves on to the next one when the
+  current one does not answer; they share the JWT secret, so the token stays valid.
 
 Airflow is on the private network: requests never go through an HTTP(S)_PROXY of the environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -97,21 +99,23 @@ class Airflow:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         user: str,
         password: str,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         patience_s: float = 0.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
+        if not self.urls:
+            raise ValueError("Airflow needs at least one api-server URL")
         self.user = user
         self._password = password
         self.timeout_s = timeout_s
         self.patience_s = patience_s
         # retries=False: urllib3 raises what happened instead of retrying on its own; this class
         # decides. no_proxy="*": never through the environment's proxy.
-        self.configuration = generated.Configuration(host=self.url, retries=False, no_proxy="*")
+        self.configuration = generated.Configuration(host=self.urls[0], retries=False, no_proxy="*")
         self.api_client = _ApiClient(self.configuration)
         self.assets = generated.AssetApi(self.api_client)
         self.dags = generated.DAGApi(self.api_client)
@@ -119,6 +123,15 @@ class Airflow:
         self.task_instances = generated.TaskInstanceApi(self.api_client)
         self.monitor = generated.MonitorApi(self.api_client)
         self.import_errors = generated.ImportErrorApi(self.api_client)
+
+    @property
+    def url(self) -> str:
+        """The api-server the next call goes to."""
+        return self.configuration.host
+
+    def _next_server(self) -> None:
+        """Move on to the next api-server (round robin); nothing changes with only one."""
+        self.configuration.host = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
 
     # --- token ----------------------------------------------------------------------------------
 
@@ -178,9 +191,15 @@ class Airflow:
                 multiplier=RETRY_WAIT_MIN_S, min=RETRY_WAIT_MIN_S, max=RETRY_WAIT_MAX_S
             ),
             retry=tenacity.retry_if_exception(_transient),
+            before_sleep=self._after_failure,
             reraise=True,
         )
         return retrying(self._once, operation, *args, **kwargs)
+
+    def _after_failure(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, AirflowError) and not error.answered:
+            self._next_server()
 
     def health(self) -> dict[str, Any] | None:
         """The monitor health document (no token needed), or None when there is no answer now."""

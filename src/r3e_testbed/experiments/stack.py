@@ -348,6 +348,10 @@ class Endpoints:
     settings: dict[str, dict[str, Any]]
     #: The asset the event bridge creates an event of for each upload.
     data_changes_asset: str = "iot_data_changes"
+    #: Every api-server and every S3 gateway (several in a highly available deployment).
+    airflow_urls: tuple[str, ...] = ()
+    s3_endpoints: tuple[str, ...] = ()
+    high_availability: bool = False
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any]) -> Endpoints:
@@ -356,7 +360,10 @@ class Endpoints:
         missing = sorted(required - set(document))
         if missing:
             raise StackError(f"the endpoints file lacks {', '.join(missing)}")
-        return cls(**{name: document[name] for name in fields if name in document})
+        given = {name: document[name] for name in fields if name in document}
+        for name in ("airflow_urls", "s3_endpoints"):
+            given[name] = tuple(given.get(name) or ())
+        return cls(**given)
 
     def hosts(self, group_or_host: str) -> list[str]:
         """The hosts of a group, or the host itself; StackError names an unknown one."""
@@ -414,7 +421,7 @@ class Stack:
 
         self.endpoints, self.playbooks = endpoints, playbooks
         self.airflow = Airflow(
-            endpoints.airflow_url,
+            list(endpoints.airflow_urls) or endpoints.airflow_url,
             endpoints.airflow_user,
             endpoints.airflow_password,
             timeout_s=HTTP_TIMEOUT_S,

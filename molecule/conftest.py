@@ -27,7 +27,7 @@ from r3e_testbed.clients.wait import WaitTimeout, wait_until
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 PODMAN_CONNECTIONS = {"containers.podman.podman", "podman"}
 
 
