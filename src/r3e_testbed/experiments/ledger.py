@@ -1,0 +1,137 @@
+"""The ledger writer: numbered rows committed to PostgreSQL one by one while a fault runs, each
+acknowledged row written to a local file after its commit returned. Afterwards every acknowledged
+row must be in the table: a failover that loses a committed transaction shows as a missing number.
+
+It runs on a testbed host, inside Airflow's venv and with Airflow's own connection string (the same
+path to the primary Airflow takes: the local load balancer in a highly available topology)::
+
+    airflow-env python -m r3e_testbed.experiments.ledger --tag TAG --log /var/tmp/ledger-TAG
+
+Only the standard library and psycopg2 (which Airflow's postgres extra installs) are imported.
+A row whose commit failed without an answer is tried again under the same number: a unique
+violation then proves the first attempt was committed, and the row counts as acknowledged.
+The log also records each outage (the first failure and the next success, in epoch seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLE = "r3e_ledger"
+CONNECT_TIMEOUT_S = 3
+#: Pause between two rows, and after a failure.
+ROW_PAUSE_S = 0.1
+RETRY_PAUSE_S = 0.5
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """``postgresql+psycopg2://...`` (SQLAlchemy's form) as the ``postgresql://...`` libpq reads."""
+    scheme, sep, rest = sqlalchemy_url.partition("://")
+    if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {scheme or sqlalchemy_url!r}")
+    return f"postgresql://{rest}"
+
+
+@dataclass(frozen=True)
+class LedgerLog:
+    """What a ledger writer's log says: the acknowledged numbers and the outages it saw."""
+
+    acknowledged: tuple[int, ...]
+    outages: tuple[tuple[float, float | None], ...]
+
+    @property
+    def longest_outage_s(self) -> float | None:
+        closed = [end - start for start, end in self.outages if end is not None]
+        return max(closed) if closed else None
+
+
+def read_log(lines: Iterable[str]) -> LedgerLog:
+    """Parse a log: ``ack N``, ``down T`` and ``up T`` lines (anything else is an error)."""
+    acknowledged: list[int] = []
+    outages: list[tuple[float, float | None]] = []
+    for number, line in enumerate(lines, 1):
+        word, _, value = line.strip().partition(" ")
+        if not word:
+            continue
+        if word == "ack":
+            acknowledged.append(int(value))
+        elif word == "down":
+            outages.append((float(value), None))
+        elif word == "up" and outages and outages[-1][1] is None:
+            outages[-1] = (outages[-1][0], float(value))
+        else:
+            raise ValueError(f"ledger log line {number}: {line.strip()!r}")
+    return LedgerLog(tuple(acknowledged), tuple(outages))
+
+
+def missing(acknowledged: Iterable[int], found: Iterable[int]) -> list[int]:
+    """Acknowledged numbers the table does not hold: each one a lost committed transaction."""
+    return sorted(set(acknowledged) - set(found))
+
+
+def run(url: str, tag: str, log_path: str, *, rows: int | None = None) -> None:  # pragma: no cover
+    import psycopg2  # on the hosts only (Airflow's postgres extra)
+    from psycopg2 import errors
+
+    connection = None
+    number, down = 1, False
+    with Path(log_path).open("a", encoding="utf-8") as log:
+
+        def note(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+        while rows is None or number <= rows:
+            try:
+                if connection is None:
+                    connection = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
+                    connection.autocommit = True
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            f"CREATE TABLE IF NOT EXISTS {TABLE}"
+                            " (tag text, n integer, at timestamptz DEFAULT now(), PRIMARY KEY (tag, n))"
+                        )
+                # A unique violation: an earlier attempt of this number was committed.
+                with connection.cursor() as cursor, contextlib.suppress(errors.UniqueViolation):
+                    cursor.execute(f"INSERT INTO {TABLE} (tag, n) VALUES (%s, %s)", (tag, number))
+                note(f"ack {number}")
+                if down:
+                    note(f"up {time.time():.3f}")
+                    down = False
+                number += 1
+                time.sleep(ROW_PAUSE_S)
+            except psycopg2.Error:
+                if not down:
+                    note(f"down {time.time():.3f}")
+                    down = True
+                if connection is not None:
+                    connection.close()
+                connection = None
+                time.sleep(RETRY_PAUSE_S)
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tag", required=True, help="names this run's rows")
+    parser.add_argument("--log", required=True, help="the acknowledgement log, appended to")
+    parser.add_argument("--rows", type=int, help="stop after this many rows (default: until killed)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""),
+        help="database URL (default: Airflow's, from its environment)",
+    )
+    options = parser.parse_args(argv)
+    if not options.url:
+        parser.error("no --url and no AIRFLOW__DATABASE__SQL_ALCHEMY_CONN in the environment")
+    run(libpq_url(options.url), options.tag, options.log, rows=options.rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
