@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from r3e_testbed.clients.airflow import Airflow, AirflowError
-from r3e_testbed.experiments.ledger import TABLE, missing, read_log
+from r3e_testbed.experiments.ledger import missing, read_log
 from r3e_testbed.pipeline.config import run_id_for
 from r3e_testbed.pipeline.generate import write_csv
 
@@ -96,28 +96,29 @@ def patroni_leader(address_of, hosts) -> str | None:
     return next((m["name"] for m in cluster.get("members", []) if m.get("role") == "leader"), None)
 
 
-def redis_cli(connect, host, secrets, wiring, *args: str) -> str:
-    command = ["redis-cli", "--no-auth-warning", "-a", secrets["redis_password"], *args]
-    return connect(host).check_output(" ".join(f"'{a}'" for a in command)).strip()
+class Redis:
+    """redis-cli on the brokers, with the deployment's password and the sentinels' wiring."""
+
+    def __init__(self, connect, secrets) -> None:
+        ha = yaml.safe_load((REPO / "playbooks/group_vars/all/ha.yml").read_text())
+        self.connect, self.password = connect, secrets["redis_password"]
+        self.sentinel_port, self.master_name = ha["redis_sentinel_port"], ha["redis_sentinel_master_name"]
+
+    def cli(self, host: str, *args: str) -> str:
+        command = ["redis-cli", "--no-auth-warning", "-a", self.password, *args]
+        return self.connect(host).check_output(" ".join(f"'{a}'" for a in command)).strip()
+
+    def sentinel(self, host: str, *args: str) -> str:
+        return self.cli(host, "-p", str(self.sentinel_port), "sentinel", *args)
+
+    def master(self, host: str) -> str:
+        """The master's address, as the sentinel on ``host`` names it."""
+        return self.sentinel(host, "get-master-addr-by-name", self.master_name).splitlines()[0]
 
 
-def sentinel_master(connect, host, secrets, wiring) -> str:
-    answer = redis_cli(
-        connect,
-        host,
-        secrets,
-        wiring,
-        "-p",
-        str(wiring_sentinel_port()),
-        "sentinel",
-        "get-master-addr-by-name",
-        "airflow",
-    )
-    return answer.splitlines()[0]
-
-
-def wiring_sentinel_port() -> int:
-    return yaml.safe_load((REPO / "playbooks/group_vars/all/ha.yml").read_text())["redis_sentinel_port"]
+@pytest.fixture(scope="module")
+def redis(connect, secrets) -> Redis:
+    return Redis(connect, secrets)
 
 
 def seaweedfs_leader(address_of, hosts) -> str | None:
@@ -158,10 +159,8 @@ def test_postgresql_has_one_primary_and_a_synchronous_standby(address_of, hosts)
     assert all(m["state"] in ("running", "streaming") for m in members), members
 
 
-def test_redis_sentinels_agree_on_one_master(connect, inventory, secrets, wiring):
-    masters = {
-        host: sentinel_master(connect, host, secrets, wiring) for host in inventory.get_hosts("brokers")
-    }
+def test_redis_sentinels_agree_on_one_master(redis, inventory):
+    masters = {host: redis.master(host) for host in inventory.get_hosts("brokers")}
     assert len(set(masters.values())) == 1, masters
 
 
@@ -193,11 +192,7 @@ class Ledger:
         log = read_log(self.host.file(self.log).content_string.splitlines())
         found = json.loads(
             self.host.check_output(
-                "/usr/local/bin/airflow-env python -c %s %s",
-                "import json, os, sys, psycopg2; from r3e_testbed.experiments.ledger import libpq_url;"
-                " c = psycopg2.connect(libpq_url(os.environ['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']));"
-                f" k = c.cursor(); k.execute('SELECT n FROM {TABLE} WHERE tag = %s', (sys.argv[1],));"
-                " print(json.dumps([r[0] for r in k.fetchall()]))",
+                "/usr/local/bin/airflow-env python -m r3e_testbed.experiments.ledger --tag %s --found",
                 self.tag,
             )
         )
@@ -312,6 +307,24 @@ def lose_host_during_training(victim, *, ha_airflow, gateways, connect, hosts, w
         power_on(victim)
 
 
+@pytest.fixture
+def lose_host(ha_airflow, gateways, connect, hosts, wiring, wait_for):
+    """``lose_host(victim)``: :func:`lose_host_during_training` with this deployment's clients."""
+
+    def lose(victim: str) -> dict:
+        return lose_host_during_training(
+            victim,
+            ha_airflow=ha_airflow,
+            gateways=gateways,
+            connect=connect,
+            hosts=hosts,
+            wiring=wiring,
+            wait_for=wait_for,
+        )
+
+    return lose
+
+
 def assert_nothing_lost_and_nothing_doubled(outcome: dict) -> None:
     assert state(outcome["run"]) == "success", outcome["run"]
     assert outcome["runs_for_upload"] == 1, "one training run per upload"
@@ -333,7 +346,7 @@ def wait_until_whole(address_of, hosts, wait_for) -> None:
 
 
 def test_losing_the_infrastructure_host_with_every_leader_mid_training(
-    ha_airflow, gateways, connect, address_of, hosts, inventory, secrets, wiring, wait_for
+    lose_host, redis, address_of, hosts, inventory, wait_for
 ):
     # The host of (a): the SeaweedFS master leader (elected, not chosen), with PostgreSQL's
     # primary and the Redis master moved to it.
@@ -350,46 +363,22 @@ def test_losing_the_infrastructure_host_with_every_leader_mid_training(
             "PostgreSQL's primary on the victim", lambda: patroni_leader(address_of, hosts) == victim, 120
         )
     brokers = inventory.get_hosts("brokers")
-    port = str(wiring_sentinel_port())
-    if sentinel_master(connect, brokers[0], secrets, wiring) != address_of(victim):
+    if redis.master(brokers[0]) != address_of(victim):
         others = [h for h in brokers if h != victim]
         for host in others:
-            redis_cli(connect, host, secrets, wiring, "config", "set", "replica-priority", "0")
+            redis.cli(host, "config", "set", "replica-priority", "0")
         try:
-            redis_cli(connect, brokers[0], secrets, wiring, "-p", port, "sentinel", "failover", "airflow")
+            redis.sentinel(brokers[0], "failover", redis.master_name)
             wait_for(
-                "the Redis master on the victim",
-                lambda: sentinel_master(connect, brokers[0], secrets, wiring) == address_of(victim),
-                60,
+                "the Redis master on the victim", lambda: redis.master(brokers[0]) == address_of(victim), 60
             )
         finally:
             for host in others:
-                redis_cli(connect, host, secrets, wiring, "config", "set", "replica-priority", "100")
-    outcome = lose_host_during_training(
-        victim,
-        ha_airflow=ha_airflow,
-        gateways=gateways,
-        connect=connect,
-        hosts=hosts,
-        wiring=wiring,
-        wait_for=wait_for,
-    )
-    assert_nothing_lost_and_nothing_doubled(outcome)
-    assert patroni_leader(address_of, hosts) != victim or outcome["ledger"].outages == ()
+                redis.cli(host, "config", "set", "replica-priority", "100")
+    assert_nothing_lost_and_nothing_doubled(lose_host(victim))
     wait_until_whole(address_of, hosts, wait_for)
+    assert patroni_leader(address_of, hosts) != victim, "PostgreSQL's primary stayed on the lost host"
 
 
-def test_losing_a_control_host_mid_training(
-    ha_airflow, gateways, connect, address_of, hosts, wiring, wait_for
-):
-    victim = hosts["airflow_control"][0]
-    outcome = lose_host_during_training(
-        victim,
-        ha_airflow=ha_airflow,
-        gateways=gateways,
-        connect=connect,
-        hosts=hosts,
-        wiring=wiring,
-        wait_for=wait_for,
-    )
-    assert_nothing_lost_and_nothing_doubled(outcome)
+def test_losing_a_control_host_mid_training(lose_host, hosts):
+    assert_nothing_lost_and_nothing_doubled(lose_host(hosts["airflow_control"][0]))

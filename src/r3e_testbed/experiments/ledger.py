@@ -6,6 +6,7 @@ It runs on a testbed host, inside Airflow's venv and with Airflow's own connecti
 path to the primary Airflow takes: the local load balancer in a highly available topology)::
 
     airflow-env python -m r3e_testbed.experiments.ledger --tag TAG --log /var/tmp/ledger-TAG
+    airflow-env python -m r3e_testbed.experiments.ledger --tag TAG --found   (afterwards)
 
 Only the standard library and psycopg2 (which Airflow's postgres extra installs) are imported.
 A row whose commit failed without an answer is tried again under the same number: a unique
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -117,10 +119,25 @@ def run(url: str, tag: str, log_path: str, *, rows: int | None = None) -> None: 
                 time.sleep(RETRY_PAUSE_S)
 
 
+def found(url: str, tag: str) -> list[int]:  # pragma: no cover
+    """The numbers of ``tag`` the table holds now."""
+    import psycopg2
+
+    with (
+        psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"SELECT n FROM {TABLE} WHERE tag = %s ORDER BY n", (tag,))
+        return [row[0] for row in cursor.fetchall()]
+
+
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tag", required=True, help="names this run's rows")
-    parser.add_argument("--log", required=True, help="the acknowledgement log, appended to")
+    parser.add_argument("--log", help="the acknowledgement log, appended to (required unless --found)")
+    parser.add_argument(
+        "--found", action="store_true", help="print the tag's numbers in the table (JSON), write none"
+    )
     parser.add_argument("--rows", type=int, help="stop after this many rows (default: until killed)")
     parser.add_argument(
         "--url",
@@ -130,6 +147,11 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover
     options = parser.parse_args(argv)
     if not options.url:
         parser.error("no --url and no AIRFLOW__DATABASE__SQL_ALCHEMY_CONN in the environment")
+    if options.found:
+        print(json.dumps(found(libpq_url(options.url), options.tag)))
+        return
+    if not options.log:
+        parser.error("--log is required to write rows")
     run(libpq_url(options.url), options.tag, options.log, rows=options.rows)
 
 
