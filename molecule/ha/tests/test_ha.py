@@ -373,8 +373,10 @@ def test_losing_the_infrastructure_host_with_every_leader_mid_training(
                 "the Redis master on the victim", lambda: redis.master(brokers[0]) == address_of(victim), 60
             )
         finally:
+            # The failover rewrote the replicas' redis.conf with priority 0: write 100 back too.
             for host in others:
                 redis.cli(host, "config", "set", "replica-priority", "100")
+                redis.cli(host, "config", "rewrite")
     assert_nothing_lost_and_nothing_doubled(lose_host(victim))
     wait_until_whole(address_of, hosts, wait_for)
     assert patroni_leader(address_of, hosts) != victim, "PostgreSQL's primary stayed on the lost host"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 
 import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
 
 # What runs where: the units of each topology group.
 UNITS = {
@@ -27,6 +31,27 @@ UNITS = {
     ],
     "airflow_workers": ["airflow-worker"],
 }
+
+# A highly available topology (high_availability: true) runs these instead: PostgreSQL
+# under Patroni with etcd, a sentinel beside each Redis, and the local load balancer on
+# every host.
+HA_UNITS = {
+    **UNITS,
+    "all": ["haproxy"],
+    "databases": ["etcd", "patroni@15-main"],
+    "brokers": ["redis-server", "redis-sentinel"],
+}
+
+
+def highly_available(inventory, host: str) -> bool:
+    return bool(inventory.get_variables(host).get("high_availability"))
+
+
+def units_of(inventory, host: str) -> list[str]:
+    variables = inventory.get_variables(host)
+    table = HA_UNITS if highly_available(inventory, host) else UNITS
+    return [unit for group in ["all", *variables["group_names"]] for unit in table.get(group, [])]
+
 
 # Ports a host may offer on every interface: sshd everywhere (the way Ansible and Vagrant
 # reach real hosts), the UI/API on control hosts, and the log servers the api-server
@@ -55,9 +80,7 @@ def is_wildcard(address: str) -> bool:
 @pytest.mark.group("all")
 def test_units_of_the_hosts_groups_run_and_are_enabled(node, inventory):
     host = node.backend.get_hostname()
-    groups = inventory.get_variables(host)["group_names"]
-    units = [unit for group in groups for unit in UNITS.get(group, [])]
-    for unit in units:
+    for unit in units_of(inventory, host):
         service = node.service(unit)
         assert service.is_running, f"{unit} is not running on {host}"
         assert service.is_enabled, f"{unit} is not enabled on {host}"
@@ -65,7 +88,7 @@ def test_units_of_the_hosts_groups_run_and_are_enabled(node, inventory):
 
 def test_every_group_with_units_has_hosts(inventory):
     """A group renamed in topology.yml must not silently drop its unit checks."""
-    for group in UNITS:
+    for group in set(UNITS) | set(HA_UNITS):
         assert inventory.get_hosts(group), f"no host in group {group}"
 
 
@@ -110,18 +133,27 @@ def test_redis_refuses_clients_without_the_password(node, node_address, wiring):
 
 
 @pytest.mark.group("brokers")
-def test_redis_persists_queued_messages(node):
-    config = node.file("/etc/redis/redis.conf").content_string
+def test_redis_persists_queued_messages(node, inventory):
+    # Sentinel mode: redis.conf is Redis's own (it rewrites it on failover) and includes the role's.
+    sentinel_mode = highly_available(inventory, node.backend.get_hostname())
+    managed = "redis-managed.conf" if sentinel_mode else "redis.conf"
+    config = node.file(f"/etc/redis/{managed}").content_string
     assert "\nappendonly yes" in config
 
 
 @pytest.mark.group("object_stores")
-def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring):
+def test_only_the_s3_gateway_faces_the_network(node, node_address, wiring, inventory):
     """Master, volume server and filer stay on loopback (they have no authentication);
-    the S3 gateway offers its HTTP port and the gRPC port weed puts 10000 above it."""
-    on_network = {port for address, port in listening(node) if address == node_address}
-    s3_port = wiring["object_store_port"]
-    assert on_network == {s3_port, s3_port + 10000}
+    the S3 gateway offers its HTTP port and the gRPC port weed puts 10000 above it. A cluster's
+    members talk to each other: there every component is on the private address."""
+    seaweedfs = yaml.safe_load((REPO / "roles/seaweedfs/defaults/main.yml").read_text())
+    internal = {seaweedfs[f"seaweedfs_{c}_port"] for c in ("master", "volume", "filer")}
+    s3 = {wiring["object_store_port"]}
+    expected = s3 | internal if highly_available(inventory, node.backend.get_hostname()) else s3
+    every_weed_port = s3 | internal
+    ours = {port for address, port in listening(node) if address == node_address}
+    on_network = ours & (every_weed_port | {port + 10000 for port in every_weed_port})
+    assert on_network == expected | {port + 10000 for port in expected}
 
 
 @pytest.mark.group("object_stores")
@@ -148,6 +180,9 @@ def test_pg_hba_admits_only_the_testbed_hosts(node, inventory, address_of):
     rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
     networks = {rule[3] for rule in rules if rule[0].startswith("host")}
     expected = {f"{address_of(h)}/32" for h in inventory.get_hosts("all")}
+    if highly_available(inventory, node.backend.get_hostname()):
+        # Patroni reads a replica's timeline over a replication connection on loopback.
+        expected |= {"127.0.0.1/32", "::1/128"}
     assert networks == expected
     assert all(rule[-1] in ("scram-sha-256", "peer") for rule in rules), rules
 
