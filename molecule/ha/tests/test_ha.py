@@ -345,23 +345,52 @@ def wait_until_whole(address_of, hosts, wait_for) -> None:
     wait_for("every PostgreSQL member back", whole, REJOIN_TIMEOUT_S, 5)
 
 
+def patroni_role(address_of, hosts, name: str) -> str | None:
+    members = (patroni_cluster(address_of, hosts) or {}).get("members", [])
+    return next((m["role"] for m in members if m["name"] == name), None)
+
+
+def move_primary_to(victim: str, address_of, hosts, wait_for) -> None:
+    """Patroni switches over to a synchronous standby only: make every replica one meanwhile."""
+    leader = patroni_leader(address_of, hosts)
+    if leader == victim:
+        return
+    api = f"http://{address_of(leader)}:{PATRONI_PORT}"
+    configured = httpx.get(f"{api}/config", timeout=10, trust_env=False).json()["synchronous_node_count"]
+    httpx.patch(
+        f"{api}/config",
+        json={"synchronous_node_count": len(hosts["databases"]) - 1},
+        timeout=10,
+        trust_env=False,
+    ).raise_for_status()
+    try:
+        wait_for(
+            "the victim as a synchronous standby",
+            lambda: patroni_role(address_of, hosts, victim) == "sync_standby",
+            120,
+        )
+        httpx.post(
+            f"{api}/switchover", json={"leader": leader, "candidate": victim}, timeout=30, trust_env=False
+        ).raise_for_status()
+        wait_for(
+            "PostgreSQL's primary on the victim", lambda: patroni_leader(address_of, hosts) == victim, 120
+        )
+    finally:
+        httpx.patch(
+            f"http://{address_of(victim)}:{PATRONI_PORT}/config",
+            json={"synchronous_node_count": configured},
+            timeout=10,
+            trust_env=False,
+        ).raise_for_status()
+
+
 def test_losing_the_infrastructure_host_with_every_leader_mid_training(
     lose_host, redis, address_of, hosts, inventory, wait_for
 ):
     # The host of (a): the SeaweedFS master leader (elected, not chosen), with PostgreSQL's
     # primary and the Redis master moved to it.
     victim = wait_for("a SeaweedFS master leader", lambda: seaweedfs_leader(address_of, hosts), 120)
-    leader = patroni_leader(address_of, hosts)
-    if leader != victim:
-        httpx.post(
-            f"http://{address_of(leader)}:{PATRONI_PORT}/switchover",
-            json={"leader": leader, "candidate": victim},
-            timeout=30,
-            trust_env=False,
-        ).raise_for_status()
-        wait_for(
-            "PostgreSQL's primary on the victim", lambda: patroni_leader(address_of, hosts) == victim, 120
-        )
+    move_primary_to(victim, address_of, hosts, wait_for)
     brokers = inventory.get_hosts("brokers")
     if redis.master(brokers[0]) != address_of(victim):
         others = [h for h in brokers if h != victim]
