@@ -72,8 +72,8 @@ def test_an_ignored_failure_is_no_failure_but_keeps_its_message(converged):
 def test_task_seconds_time_each_task_over_all_hosts(converged):
     timed = dict(converged[0].task_seconds())
     assert {"demo : Loop over items", "Take a while", "Skip everywhere", "demo : Say hello"} <= set(timed)
+    # A lower bound only: the sleep cannot be faster, any task can be slower on a loaded machine.
     assert timed["Take a while"] >= 2.0
-    assert max(timed, key=timed.get) == "Take a while"
 
 
 def test_a_failed_task_fails_the_run_naming_the_task_the_host_and_the_message(project):

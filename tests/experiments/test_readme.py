@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_failover import host_loss_result, results_of
 from test_report import make_results
 from typer.testing import CliRunner
 
@@ -50,6 +51,9 @@ Between the blocks: also kept.
 
 <!-- r3e:begin bench -->
 <!-- r3e:end bench -->
+
+<!-- r3e:begin host-loss -->
+<!-- r3e:end host-loss -->
 
 The end.
 """
@@ -133,8 +137,20 @@ def project(tmp_path, report_dir, benchmarks) -> tuple[Path, Path]:
     """(README, results/) of a project whose last run is published."""
     results = tmp_path / "results"
     publish(report_dir, results, [benchmarks["ingest"], benchmarks["elasticity"]])
+    (results / "ha").mkdir()
+    (results / readme.HA_RESULTS).write_text(json.dumps(ha_run()), encoding="utf-8")
     (tmp_path / "README.md").write_text(TEMPLATE, encoding="utf-8")
     return tmp_path / "README.md", results
+
+
+def ha_run() -> dict:
+    """A highly available deployment's host-loss run with the minimal one's beside it."""
+    from r3e_testbed.experiments.report import compared_run
+
+    minimal = results_of("testbed", ["db", "storage", "control"], [host_loss_result("failed", None)])
+    ha = results_of("testbed-ha", ["infra-1", "infra-2", "infra-3"], [host_loss_result("passed", 6.5)])
+    ha["compared"] = [compared_run(minimal)]
+    return ha
 
 
 def written(project) -> str:
@@ -364,6 +380,9 @@ def test_the_commands_publish_write_and_check_the_readme(tmp_path, report_dir, b
     assert "bench" in done.output and "bench-ingest.json" in done.output
     bench = ["--benchmark", str(benchmarks["ingest"]), "--benchmark", str(benchmarks["elasticity"])]
     assert cli.invoke(app, ["publish", str(report_dir), "--to", str(results), *bench]).exit_code == 0
+    ha_report = tmp_path / "reports" / "ha"
+    write_report(ha_run(), ha_report)
+    assert cli.invoke(app, ["publish", str(ha_report), "--to", str(results / "ha")]).exit_code == 0
     done = cli.invoke(app, ["readme", *paths])
     assert done.exit_code == 0, done.output
     assert cli.invoke(app, ["readme", "--check", *paths]).exit_code == 0
@@ -398,3 +417,11 @@ def test_a_failed_playbook_shows_its_innermost_cause():
     assert readme._cause(error) == "fault_injection : Inject the fault: Specified qdisc kind is unknown."
     assert readme._cause("") == ""
     assert readme._cause("x" * 300).endswith("…") and len(readme._cause("x" * 300)) == 200
+
+
+def test_the_host_loss_block_shows_both_deployments_per_experiment(project):
+    rows = [line for line in block(written(project), "host-loss").splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert "testbed-ha (3 hosts)" in rows[0] and "| 6.5 |" in rows[0] and "| 40 / 40 |" in rows[0]
+    assert "testbed (3 hosts)" in rows[1] and "run success: the run ended" in rows[1]
+    assert "run 2026-12-04" in block(written(project), "host-loss")

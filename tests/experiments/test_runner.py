@@ -160,8 +160,19 @@ def test_every_upload_must_have_started_one_run_and_been_one_asset_event():
     lost = delivery_check(uploads, Counter(keys[:2]), Counter(keys[:2]))
     assert not lost["passed"] and f"{keys[2]}: 0 iot_training runs" in lost["detail"]
     doubled = delivery_check(uploads, Counter(keys), Counter([*keys, keys[1]]))
-    assert not doubled["passed"] and doubled["detail"] == f"{keys[1]}: 2 asset events"
+    assert not doubled["passed"] and doubled["detail"] == f"{keys[1]}: 2 asset events from 1 bridge(s)"
     assert not delivery_check([], Counter(), Counter())["passed"]  # nothing uploaded proves nothing
+
+
+def test_with_three_bridges_an_upload_may_be_three_asset_events_but_is_still_one_run():
+    uploads = [_upload(1), _upload(2)]
+    keys = [u.key for u in uploads]
+    reported = delivery_check(uploads, Counter(keys), Counter(keys * 3), bridges=3)
+    assert reported["passed"] and "3 asset event(s), one iot_training run" in reported["detail"]
+    two_runs = delivery_check(uploads, Counter([*keys, keys[0]]), Counter(keys * 3), bridges=3)
+    assert not two_runs["passed"] and f"{keys[0]}: 2 iot_training runs" in two_runs["detail"]
+    unseen = delivery_check(uploads, Counter(keys), Counter(keys[:1]), bridges=3)
+    assert not unseen["passed"] and f"{keys[1]}: 0 asset events" in unseen["detail"]
 
 
 def test_put_object_returns_the_etag_the_store_gives(tmp_path):

@@ -18,11 +18,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from r3e_testbed.clients.airflow import Airflow, AirflowError
+from r3e_testbed.experiments.leaders import Replication, patroni_whole
 from r3e_testbed.experiments.ledger import missing, read_log
 from r3e_testbed.pipeline.config import run_id_for
 from r3e_testbed.pipeline.generate import write_csv
@@ -30,16 +30,10 @@ from r3e_testbed.pipeline.generate import write_csv
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 REPO = Path(__file__).resolve().parents[3]
-PATRONI_PORT = 8008  # roles/postgresql: postgresql_patroni_restapi_port
-SEAWEEDFS_MASTER_PORT = 9333
 #: A training run of scale-0.5 data takes a minute or two here; a failover adds to it.
 TRAINING_TIMEOUT_S = 1200
 #: Until a lost host's members have rejoined their clusters.
 REJOIN_TIMEOUT_S = 300
-
-
-def controller_get(url: str) -> httpx.Response:
-    return httpx.get(url, timeout=5, trust_env=False)
 
 
 @pytest.fixture(scope="module")
@@ -82,56 +76,33 @@ def gateways(inventory, address_of, wiring, secrets):
     }
 
 
-def patroni_cluster(address_of, hosts) -> dict | None:
-    for host in hosts["databases"]:
-        try:
-            return controller_get(f"http://{address_of(host)}:{PATRONI_PORT}/cluster").json()
-        except (httpx.HTTPError, ValueError):
-            continue
-    return None
-
-
-def patroni_leader(address_of, hosts) -> str | None:
-    cluster = patroni_cluster(address_of, hosts) or {}
-    return next((m["name"] for m in cluster.get("members", []) if m.get("role") == "leader"), None)
-
-
-class Redis:
-    """redis-cli on the brokers, with the deployment's password and the sentinels' wiring."""
-
-    def __init__(self, connect, secrets) -> None:
-        ha = yaml.safe_load((REPO / "playbooks/group_vars/all/ha.yml").read_text())
-        self.connect, self.password = connect, secrets["redis_password"]
-        self.sentinel_port, self.master_name = ha["redis_sentinel_port"], ha["redis_sentinel_master_name"]
-
-    def cli(self, host: str, *args: str) -> str:
-        command = ["redis-cli", "--no-auth-warning", "-a", self.password, *args]
-        return self.connect(host).check_output(" ".join(f"'{a}'" for a in command)).strip()
-
-    def sentinel(self, host: str, *args: str) -> str:
-        return self.cli(host, "-p", str(self.sentinel_port), "sentinel", *args)
-
-    def master(self, host: str) -> str:
-        """The master's address, as the sentinel on ``host`` names it."""
-        return self.sentinel(host, "get-master-addr-by-name", self.master_name).splitlines()[0]
+@pytest.fixture(scope="module")
+def replication(inventory, address_of, secrets) -> Replication:
+    """The replicated services' leaders (the package's calls, as the host-loss experiments use)."""
+    ha = yaml.safe_load((REPO / "playbooks/group_vars/all/ha.yml").read_text())
+    return Replication(
+        addresses={host: address_of(host) for host in inventory.get_hosts("all")},
+        databases=inventory.get_hosts("databases"),
+        brokers=inventory.get_hosts("brokers"),
+        object_stores=inventory.get_hosts("object_stores"),
+        patroni_port=ha["postgresql_patroni_restapi_port"],
+        sentinel_port=ha["redis_sentinel_port"],
+        sentinel_master=ha["redis_sentinel_master_name"],
+        redis_password=secrets["redis_password"],
+        sentinel_password=secrets["redis_password"],
+        seaweedfs_master_port=ha["seaweedfs_master_port"],
+    )
 
 
 @pytest.fixture(scope="module")
-def redis(connect, secrets) -> Redis:
-    return Redis(connect, secrets)
+def redis_cli(connect, secrets):
+    """``redis_cli(host, *args)``: redis-cli on a broker host, with the deployment's password."""
 
+    def cli(host: str, *args: str) -> str:
+        command = ["redis-cli", "--no-auth-warning", "-a", secrets["redis_password"], *args]
+        return connect(host).check_output(" ".join(f"'{a}'" for a in command)).strip()
 
-def seaweedfs_leader(address_of, hosts) -> str | None:
-    for host in hosts["databases"]:
-        try:
-            status = controller_get(
-                f"http://{address_of(host)}:{SEAWEEDFS_MASTER_PORT}/cluster/status"
-            ).json()
-        except (httpx.HTTPError, ValueError):
-            continue
-        leader = status.get("Leader", "")
-        return next((h for h in hosts["databases"] if leader.startswith(address_of(h) + ":")), None)
-    return None
+    return cli
 
 
 def state(model) -> str | None:
@@ -150,22 +121,34 @@ def power_on(host: str) -> None:
 # --- every replicated service has one leader --------------------------------------------------------
 
 
-def test_postgresql_has_one_primary_and_a_synchronous_standby(address_of, hosts):
-    members = (patroni_cluster(address_of, hosts) or {}).get("members", [])
+def test_postgresql_has_one_primary_and_a_synchronous_standby(replication, hosts):
+    members = (replication.patroni_cluster() or {}).get("members", [])
     roles = Counter(m["role"] for m in members)
     assert roles["leader"] == 1, members
     assert roles["sync_standby"] >= 1, f"no synchronous standby: {members}"
     assert {m["name"] for m in members} == set(hosts["databases"])
     assert all(m["state"] in ("running", "streaming") for m in members), members
+    assert replication.primaries() == [replication.postgresql_primary()], "each member asked itself"
 
 
-def test_redis_sentinels_agree_on_one_master(redis, inventory):
-    masters = {host: redis.master(host) for host in inventory.get_hosts("brokers")}
+def test_redis_sentinels_agree_on_one_master(redis_cli, replication, inventory):
+    masters = {
+        host: redis_cli(
+            host,
+            "-p",
+            str(replication.sentinel_port),
+            "sentinel",
+            "get-master-addr-by-name",
+            replication.sentinel_master,
+        ).splitlines()[0]
+        for host in inventory.get_hosts("brokers")
+    }
     assert len(set(masters.values())) == 1, masters
+    assert replication.addresses[replication.redis_master()] in masters.values()
 
 
-def test_seaweedfs_masters_elect_one_leader(address_of, hosts):
-    assert seaweedfs_leader(address_of, hosts) in hosts["databases"]
+def test_seaweedfs_masters_elect_one_leader(replication, hosts):
+    assert replication.seaweedfs_leader() in hosts["databases"]
 
 
 # --- losing a host during a training run --------------------------------------------------------------
@@ -335,80 +318,25 @@ def assert_nothing_lost_and_nothing_doubled(outcome: dict) -> None:
     assert outcome["tasks_completed_twice"] == [], "tasks that ran to completion twice"
 
 
-def wait_until_whole(address_of, hosts, wait_for) -> None:
-    def whole() -> bool:
-        members = (patroni_cluster(address_of, hosts) or {}).get("members", [])
-        return len(members) == len(hosts["databases"]) and all(
-            m["state"] in ("running", "streaming") for m in members
-        )
-
-    wait_for("every PostgreSQL member back", whole, REJOIN_TIMEOUT_S, 5)
-
-
-def patroni_role(address_of, hosts, name: str) -> str | None:
-    members = (patroni_cluster(address_of, hosts) or {}).get("members", [])
-    return next((m["role"] for m in members if m["name"] == name), None)
-
-
-def move_primary_to(victim: str, address_of, hosts, wait_for) -> None:
-    """Patroni switches over to a synchronous standby only: make every replica one meanwhile."""
-    leader = patroni_leader(address_of, hosts)
-    if leader == victim:
-        return
-    api = f"http://{address_of(leader)}:{PATRONI_PORT}"
-    configured = httpx.get(f"{api}/config", timeout=10, trust_env=False).json()["synchronous_node_count"]
-    httpx.patch(
-        f"{api}/config",
-        json={"synchronous_node_count": len(hosts["databases"]) - 1},
-        timeout=10,
-        trust_env=False,
-    ).raise_for_status()
-    try:
-        wait_for(
-            "the victim as a synchronous standby",
-            lambda: patroni_role(address_of, hosts, victim) == "sync_standby",
-            120,
-        )
-        httpx.post(
-            f"{api}/switchover", json={"leader": leader, "candidate": victim}, timeout=30, trust_env=False
-        ).raise_for_status()
-        wait_for(
-            "PostgreSQL's primary on the victim", lambda: patroni_leader(address_of, hosts) == victim, 120
-        )
-    finally:
-        httpx.patch(
-            f"http://{address_of(victim)}:{PATRONI_PORT}/config",
-            json={"synchronous_node_count": configured},
-            timeout=10,
-            trust_env=False,
-        ).raise_for_status()
+def wait_until_whole(replication, hosts, wait_for) -> None:
+    wait_for(
+        "every PostgreSQL member back",
+        lambda: patroni_whole(replication.patroni_cluster(), hosts["databases"]),
+        REJOIN_TIMEOUT_S,
+        5,
+    )
 
 
 def test_losing_the_infrastructure_host_with_every_leader_mid_training(
-    lose_host, redis, address_of, hosts, inventory, wait_for
+    lose_host, replication, hosts, wait_for
 ):
     # The host of (a): the SeaweedFS master leader (elected, not chosen), with PostgreSQL's
     # primary and the Redis master moved to it.
-    victim = wait_for("a SeaweedFS master leader", lambda: seaweedfs_leader(address_of, hosts), 120)
-    move_primary_to(victim, address_of, hosts, wait_for)
-    brokers = inventory.get_hosts("brokers")
-    if redis.master(brokers[0]) != address_of(victim):
-        others = [h for h in brokers if h != victim]
-        for host in others:
-            redis.cli(host, "config", "set", "replica-priority", "0")
-        try:
-            redis.sentinel(brokers[0], "failover", redis.master_name)
-            wait_for(
-                "the Redis master on the victim", lambda: redis.master(brokers[0]) == address_of(victim), 60
-            )
-        finally:
-            # The failover rewrote the replicas' redis.conf with priority 0: write 100 back too.
-            for host in others:
-                redis.cli(host, "config", "set", "replica-priority", "100")
-                redis.cli(host, "config", "rewrite")
+    victim = replication.gather_leaders()
+    assert set(replication.leaders().values()) == {victim}
     assert_nothing_lost_and_nothing_doubled(lose_host(victim))
-    wait_until_whole(address_of, hosts, wait_for)
-    assert patroni_leader(address_of, hosts) != victim, "PostgreSQL's primary stayed on the lost host"
+    wait_until_whole(replication, hosts, wait_for)
+    assert replication.postgresql_primary() != victim, "PostgreSQL's primary stayed on the lost host"
 
 
 def test_losing_a_control_host_mid_training(lose_host, hosts):

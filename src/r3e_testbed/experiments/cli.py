@@ -40,6 +40,24 @@ console = Console(stderr=True)
 DEFAULT_SCENARIOS = [PROJECT_ROOT / "experiments" / "faults", PROJECT_ROOT / "experiments" / "inputs"]
 
 ScenarioPaths = Annotated[list[Path] | None, typer.Argument(help="scenario files or folders")]
+CompareFiles = Annotated[
+    list[Path] | None,
+    typer.Option(help="another deployment's results.json: its host-loss runs beside these in the report"),
+]
+
+
+def _compared(paths: list[Path] | None) -> list[dict[str, Any]]:
+    """The host-loss experiments of other runs' results (``--compare``), read before anything runs."""
+    from .report import compared_run
+
+    runs = []
+    for path in paths or []:
+        try:
+            runs.append(compared_run(json.loads(path.read_text())))
+        except (OSError, ValueError) as error:
+            console.print(f"[red]--compare {path}: cannot read it as results.json ({error})[/red]")
+            raise typer.Exit(2) from None
+    return runs
 
 
 @app.callback()
@@ -82,7 +100,11 @@ def check(paths: ScenarioPaths = None) -> None:
     for scenario in _load(paths):
         if isinstance(scenario, FaultScenario):
             what = f"{scenario.fault.type} on {scenario.fault.target}"
+            if scenario.fault.pick:
+                what += f" ({scenario.fault.pick})"
             expects = f"run {scenario.steady_state.run_state}"
+            if scenario.steady_state.accounting:
+                expects += ", nothing lost or done twice"
             if scenario.workload.uploads:
                 what += f", {scenario.workload.uploads} uploads"
                 if scenario.steady_state.uploads_delivered_once:
@@ -104,11 +126,13 @@ def run(
     curve: Annotated[bool, typer.Option(help="compute the robustness curve")] = True,
     tuning: Annotated[bool, typer.Option(help="worker kill with Airflow's defaults and tuned")] = True,
     seed: Annotated[int, typer.Option(help="seed of the generated data")] = 0,
+    compare: CompareFiles = None,
 ) -> None:
     """Run the scenarios against the deployment, then write reports/<timestamp>/."""
     from . import runner
 
     scenarios = _load(paths)
+    compared = _compared(compare)
     faults = [s for s in scenarios if isinstance(s, FaultScenario)]
     inputs = [s for s in scenarios if isinstance(s, InputScenario)]
     playbooks = _playbooks(ctx, inventory)
@@ -162,6 +186,8 @@ def run(
             results["robustness_curve"] = robustness_curve(seed=seed)
             bar.advance(overall)
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if compared:
+        results["compared"] = compared
     results["fingerprint"] = _fingerprint(stack, seed)
     folder = _write(results, out / created.strftime("%Y%m%dT%H%M%SZ"))
     _summary(results, folder)
@@ -318,9 +344,13 @@ def report(
     benchmark: Annotated[
         list[Path] | None, typer.Option(help="a benchmarks/*.py --json file for the elasticity section")
     ] = None,
+    compare: CompareFiles = None,
 ) -> None:
     """Render the report again from a results.json (with the benchmarks' figures, if given)."""
     results = json.loads(results_file.read_text())
+    if compare:
+        results["compared"] = _compared(compare)
+        results_file.write_text(json.dumps(results, indent=2))
     if benchmark:
         from .report import elasticity_from_benchmarks
 

@@ -20,8 +20,9 @@ import argparse
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,18 @@ class LedgerLog:
         closed = [end - start for start, end in self.outages if end is not None]
         return max(closed) if closed else None
 
+    def failover_s(self, injected_at: float, until: float | None = None) -> float | None:
+        """Seconds from ``injected_at`` until the service answered again: the end of the first
+        outage still going at the injection or begun after it (before ``until``, the fault's
+        revert: a later one is not this failover). 0.0: no such outage; None: it never ended."""
+        for start, end in self.outages:
+            if end is not None and end <= injected_at:
+                continue
+            if until is not None and start > until:
+                break
+            return None if end is None else round(end - injected_at, 2)
+        return 0.0
+
 
 def read_log(lines: Iterable[str]) -> LedgerLog:
     """Parse a log: ``ack N``, ``down T`` and ``up T`` lines (anything else is an error)."""
@@ -77,11 +90,19 @@ def missing(acknowledged: Iterable[int], found: Iterable[int]) -> list[int]:
     return sorted(set(acknowledged) - set(found))
 
 
-def run(url: str, tag: str, log_path: str, *, rows: int | None = None) -> None:  # pragma: no cover
-    import psycopg2  # on the hosts only (Airflow's postgres extra)
-    from psycopg2 import errors
-
-    connection = None
+def probe_loop(
+    attempt: Callable[[int], None],
+    log_path: str,
+    stop: threading.Event,
+    *,
+    pause_s: float = ROW_PAUSE_S,
+    rows: int | None = None,
+    reset: Callable[[], None] | None = None,
+) -> None:  # pragma: no cover - it runs on the hosts, against the live service
+    """Call ``attempt(number)`` for numbers 1, 2, ... until ``stop`` is set: ``ack N`` once
+    attempt N returned, ``down T`` at the first failure, ``up T`` at the next success (each line
+    on disk before the next attempt). A failed number is tried again; ``reset`` runs after each
+    failure (drop a broken connection)."""
     number, down = 1, False
     with Path(log_path).open("a", encoding="utf-8") as log:
 
@@ -90,33 +111,55 @@ def run(url: str, tag: str, log_path: str, *, rows: int | None = None) -> None: 
             log.flush()
             os.fsync(log.fileno())
 
-        while rows is None or number <= rows:
+        while not stop.is_set() and (rows is None or number <= rows):
             try:
-                if connection is None:
-                    connection = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
-                    connection.autocommit = True
-                    with connection.cursor() as cursor:
-                        cursor.execute(
-                            f"CREATE TABLE IF NOT EXISTS {TABLE}"
-                            " (tag text, n integer, at timestamptz DEFAULT now(), PRIMARY KEY (tag, n))"
-                        )
-                # A unique violation: an earlier attempt of this number was committed.
-                with connection.cursor() as cursor, contextlib.suppress(errors.UniqueViolation):
-                    cursor.execute(f"INSERT INTO {TABLE} (tag, n) VALUES (%s, %s)", (tag, number))
-                note(f"ack {number}")
-                if down:
-                    note(f"up {time.time():.3f}")
-                    down = False
-                number += 1
-                time.sleep(ROW_PAUSE_S)
-            except psycopg2.Error:
+                attempt(number)
+            except Exception:  # any failure of the service is an outage: the log says when
                 if not down:
                     note(f"down {time.time():.3f}")
                     down = True
-                if connection is not None:
-                    connection.close()
-                connection = None
-                time.sleep(RETRY_PAUSE_S)
+                if reset is not None:
+                    reset()
+                stop.wait(RETRY_PAUSE_S)
+                continue
+            note(f"ack {number}")
+            if down:
+                note(f"up {time.time():.3f}")
+                down = False
+            number += 1
+            stop.wait(pause_s)
+
+
+def run(
+    url: str, tag: str, log_path: str, *, rows: int | None = None, stop: threading.Event | None = None
+) -> None:  # pragma: no cover
+    import psycopg2  # on the hosts only (Airflow's postgres extra)
+    from psycopg2 import errors
+
+    connection = None
+
+    def insert(number: int) -> None:
+        nonlocal connection
+        if connection is None:
+            connection = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE}"
+                    " (tag text, n integer, at timestamptz DEFAULT now(), PRIMARY KEY (tag, n))"
+                )
+        # A unique violation: an earlier attempt of this number was committed.
+        with connection.cursor() as cursor, contextlib.suppress(errors.UniqueViolation):
+            cursor.execute(f"INSERT INTO {TABLE} (tag, n) VALUES (%s, %s)", (tag, number))
+
+    def reset() -> None:
+        nonlocal connection
+        if connection is not None:
+            with contextlib.suppress(psycopg2.Error):
+                connection.close()
+        connection = None
+
+    probe_loop(insert, log_path, stop or threading.Event(), rows=rows, reset=reset)
 
 
 def found(url: str, tag: str) -> list[int]:  # pragma: no cover

@@ -32,13 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import fmt_count, fmt_number, fmt_percent, fmt_seconds, fmt_small
+from .report import (
+    FAILOVER_COLUMNS,
+    fmt_count,
+    fmt_number,
+    fmt_percent,
+    fmt_seconds,
+    fmt_small,
+    host_loss_rows,
+)
 from .stack import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "results"
 README = PROJECT_ROOT / "README.md"
 RESULTS, FINGERPRINT = "results.json", "fingerprint.json"
 BENCH_INGEST, BENCH_ELASTICITY = "bench-ingest.json", "bench-elasticity.json"
+#: The highly available deployment's host-loss run, with the minimal one's beside it (``r3e run
+#: --compare``), published with ``r3e publish reports/<timestamp> --to results/ha``.
+HA_RESULTS = "ha/results.json"
 FIGURES = "figures"
 #: A figure larger than this stays out of ``results/``: the repository keeps small files only.
 MAX_FIGURE_BYTES = 256 * 1024
@@ -74,7 +85,7 @@ class Published:
 def load_published(folder: Path, readme: Path) -> Published:
     folder = Path(folder)
     documents = {}
-    for name in (RESULTS, FINGERPRINT, BENCH_INGEST, BENCH_ELASTICITY):
+    for name in (RESULTS, FINGERPRINT, BENCH_INGEST, BENCH_ELASTICITY, HA_RESULTS):
         path = folder / name
         if path.is_file():
             try:
@@ -260,6 +271,37 @@ def faults_block(published: Published) -> str:
         )
     header = ["scenario", "fault", "outcome", "run", "detection s", "recovery s", "retries"]
     return _table([*header, "extra wall s", "fault-free s"], rows)
+
+
+def host_loss_block(published: Published) -> str:
+    """The host-loss matrix, minimal vs highly available: failover seconds and accounting."""
+    results = published.get(HA_RESULTS)
+    runs = [results.get("fingerprint", {}).get("deployment") or DASH]
+    runs += [run.get("deployment") or DASH for run in results.get("compared") or []]
+    rows = [
+        [
+            _code(row["name"]),
+            _plain(row["deployment"]),
+            _plain(f"{row['outcome']}, run {row['run_state'] or DASH}"),
+            *(fmt_seconds(row["failover"][key]) for key in FAILOVER_COLUMNS),
+            row["ledger"],
+            row["objects"],
+            _plain(row["runs_per_upload"]),
+            fmt_count(row["twice"]),
+            fmt_count(row["primaries"]),
+            _plain(
+                "; ".join(f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]) or DASH
+            ),
+        ]
+        for row in host_loss_rows(results)
+    ]
+    header = ["experiment", "deployment", "outcome", *(f"{name} s" for name in FAILOVER_COLUMNS.values())]
+    header += ["ledger rows ack / found", "objects ack / readable", "runs per upload", "done twice"]
+    lead = (
+        f"From [`{HA_RESULTS}`]({published.path(HA_RESULTS)}), run {_when(results.get('created_at'))}"
+        f" on {', '.join(runs)}."
+    )
+    return lead + "\n\n" + _table([*header, "primaries at once", "failed checks"], rows)
 
 
 def _failed_checks(experiment: Mapping[str, Any]) -> str:
@@ -477,6 +519,7 @@ BLOCKS: dict[str, Block] = {
     "r3e-summary": Block((RESULTS,), summary_block),
     "r3e-figures": Block((), figures_block),
     "bench": Block((BENCH_INGEST, BENCH_ELASTICITY), bench_block),
+    "host-loss": Block((HA_RESULTS,), host_loss_block),
 }
 
 

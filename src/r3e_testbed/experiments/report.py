@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -532,6 +532,73 @@ def draw_figures(results: Results, figures_dir: Path) -> dict[str, Any]:
 # --- the page ----------------------------------------------------------------------------
 
 
+#: The host-loss table's components, in its column order, with their headings.
+FAILOVER_COLUMNS = {
+    "postgresql": "PostgreSQL",
+    "broker": "broker",
+    "object_store": "object store",
+    "execution_api": "execution API",
+    "scheduling": "scheduling",
+}
+
+
+def _hosts(results: Mapping[str, Any]) -> int:
+    groups = ((results.get("fingerprint") or {}).get("topology") or {}).get("groups") or {}
+    return len({host for members in groups.values() for host in members})
+
+
+def _pair(figures: Mapping[str, Any], first: str, second: str) -> str:
+    return f"{fmt_count(figures.get(first))} / {fmt_count(figures.get(second))}"
+
+
+def compared_run(results: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's host-loss experiments, as ``Results.compared`` keeps another deployment's."""
+    return {
+        "deployment": (results.get("fingerprint") or {}).get("deployment") or "?",
+        "created_at": results.get("created_at") or "",
+        "hosts": _hosts(results),
+        "faults": [f for f in results.get("faults") or [] if "failover" in f],
+    }
+
+
+def host_loss_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per host-loss experiment and deployment (this run's and the compared ones),
+    grouped by experiment: the outcome, failover seconds per component and the accounting."""
+    runs = [compared_run(results), *(results.get("compared") or [])]
+    names: list[str] = []
+    for run in runs:
+        names += [f["name"] for f in run["faults"] if f["name"] not in names]
+    rows = []
+    for name in names:
+        for run in runs:
+            for fault in (f for f in run["faults"] if f["name"] == name):
+                record = fault["failover"]
+                ledger, objects = record.get("ledger") or {}, record.get("objects") or {}
+                uploads = record.get("uploads") or []
+                rows.append(
+                    {
+                        "name": name,
+                        "deployment": f"{run['deployment']} ({run['hosts']} hosts)",
+                        "target": fault["target"],
+                        "outcome": fault["outcome"],
+                        "run_state": fault["run_state"],
+                        "failover": {
+                            key: (record["components"].get(key) or {}).get("failover_s")
+                            for key in FAILOVER_COLUMNS
+                        },
+                        "ledger": _pair(ledger, "acknowledged", "found"),
+                        "objects": _pair(objects, "acknowledged", "readable"),
+                        "runs_per_upload": ", ".join(str(u["runs"]) for u in uploads) or MISSING,
+                        "twice": len(record.get("tasks_completed_twice") or []),
+                        "primaries": record.get("primaries_at_once"),
+                        "retries": fault["retries_used"],
+                        "checks": fault["checks"],
+                        "error": fault.get("error", ""),
+                    }
+                )
+    return rows
+
+
 def headline(results: Results) -> dict[str, str]:
     """The four numbers at the top of the page, already formatted."""
     faults, inputs = results.get("faults") or [], results.get("inputs") or []
@@ -645,6 +712,36 @@ repeated without faults succeeds every time, with stable duration and model metr
 {% endif %}
 {{ figure(figs.recovery) }}
 {% for ref in figs.timelines %}{{ figure(ref) }}{% endfor %}
+</section>
+
+<section id="host-loss">
+<h2>Host loss (minimal vs highly available)</h2>
+{% if host_loss %}
+<p>A whole host lost during a training run. Failover: seconds from the injection until the
+component accepted writes again, as probes on a spared host saw it (0: no interruption; — : never
+within the fault), and until the scheduler queued a task again. Ledger and objects: acknowledged /
+found afterwards.</p>
+<table>
+<thead><tr><th>experiment</th><th>deployment</th><th>host</th><th>outcome</th><th>run</th>
+{% for heading in failover_columns.values() %}<th>{{ heading }} s</th>{% endfor %}
+<th>ledger rows</th><th>objects</th><th>runs per upload</th><th>completed twice</th>
+<th>primaries at once</th><th>retries</th><th>failed checks</th></tr></thead>
+<tbody>
+{% for r in host_loss %}
+<tr>
+<td>{{ r.name }}</td><td>{{ r.deployment }}</td><td>{{ r.target }}</td>
+<td class="{{ r.outcome }}">{{ r.outcome }}</td><td>{{ r.run_state or "—" }}</td>
+{% for key in failover_columns %}<td class="num">{{ r.failover[key] | seconds }}</td>{% endfor %}
+<td class="num">{{ r.ledger }}</td><td class="num">{{ r.objects }}</td><td>{{ r.runs_per_upload }}</td>
+<td class="num">{{ r.twice | count }}</td><td class="num">{{ r.primaries | count }}</td>
+<td class="num">{{ r.retries | count }}</td><td>{{ failed_checks(r) }}</td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p class="skipped">No host-loss experiments in these results.</p>
+{% endif %}
 </section>
 
 <section id="inputs">
@@ -847,6 +944,8 @@ def render_html(results: Results, figures: dict[str, Any]) -> str:
         elasticity=elasticity_rows,
         elasticity_figures=(results.get("elasticity") or {}).get("figures") or [],
         fingerprint=results.get("fingerprint") or {},
+        host_loss=host_loss_rows(results),
+        failover_columns=FAILOVER_COLUMNS,
         figs=figures,
     )
 

@@ -51,6 +51,20 @@ class UploadRecord(TypedDict):
     asset_events: int  # asset events whose extra names the key
 
 
+class FailoverRecord(TypedDict):
+    """A host-loss experiment's failover times and accounting (failover.py)."""
+
+    probe_host: str  # the spared host the probes ran on
+    #: postgresql, broker, object_store, execution_api (from the probes), scheduling: each with
+    #: failover_s (injection -> accepted again; 0: no outage; None: never), outages, acknowledged
+    components: dict[str, dict]
+    ledger: dict  # acknowledged, found, lost (the first few numbers)
+    objects: dict  # acknowledged, readable, unreadable
+    uploads: list[dict]  # key, runs, asset_events
+    tasks_completed_twice: list[str]
+    primaries_at_once: int | None  # the most PostgreSQL members calling themselves primary; None: one member
+
+
 class FaultResult(TypedDict):
     name: str
     fault: str  # the fault type, e.g. "kill_worker"
@@ -73,6 +87,7 @@ class FaultResult(TypedDict):
     timeline: list[TaskInterval]
     events: list[Event]
     uploads: NotRequired[list[UploadRecord]]  # an upload workload's uploads
+    failover: NotRequired[FailoverRecord]  # a host-loss experiment's (steady_state.accounting)
     error: NotRequired[str]  # when outcome == "error": what broke the experiment itself
 
 
@@ -125,6 +140,15 @@ class TuningResult(TypedDict):
     duration_s: float | None
 
 
+class ComparedRun(TypedDict):
+    """Another deployment's host-loss experiments, shown beside this run's (``--compare``)."""
+
+    deployment: str
+    created_at: str
+    hosts: int
+    faults: list[FaultResult]
+
+
 class Results(TypedDict):
     created_at: str  # when the run started
     finished_at: NotRequired[str]  # when its last measurement ended
@@ -135,6 +159,7 @@ class Results(TypedDict):
     reliability: Reliability | None
     tuning: list[TuningResult]
     elasticity: NotRequired[dict]  # issue 5's benchmark figures, when present
+    compared: NotRequired[list[ComparedRun]]  # other deployments' host-loss runs, side by side
 
 
 def empty_results(created_at: str) -> Results:

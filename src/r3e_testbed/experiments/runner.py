@@ -26,6 +26,7 @@ method: a reversible fault's duration, and the quiet after a duplicate upload.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -46,7 +47,7 @@ from r3e_testbed.pipeline.registry import read_production
 from r3e_testbed.storage import ObjectStore
 
 from .integrity import artifacts_intact, promotion_records, promotions_sound
-from .results import Check, Event, FaultResult, InputResult, TaskInterval, UploadRecord
+from .results import Check, Event, FailoverRecord, FaultResult, InputResult, TaskInterval, UploadRecord
 from .scenario import UPLOAD_DAG, FaultScenario, InputScenario, InputSpec, Workload
 from .stack import Stack, StackError, healthy
 
@@ -128,11 +129,15 @@ class Tick:
 
 def served_throughout(ticks: list[Tick]) -> Check:
     """The steady-state check that the forecast service answered every probe."""
-    missed = sum(not tick.served for tick in ticks)
+    missed = [tick.at for tick in ticks if not tick.served]
+    when = ""
+    if missed:  # seconds from the first probe: when the service was not answering
+        first = ticks[0].at
+        when = f" (from {missed[0] - first:.0f} s to {missed[-1] - first:.0f} s after the first probe)"
     return Check(
         name="production served throughout",
-        passed=missed == 0,
-        detail=f"{missed} of {len(ticks)} probes of the forecast service unanswered",
+        passed=not missed,
+        detail=f"{len(missed)} of {len(ticks)} probes of the forecast service unanswered{when}",
     )
 
 
@@ -189,8 +194,16 @@ def timeline(stack: Stack, dag_id: str, run_id: str, origin: float) -> list[Task
 class Injector:
     """Injects a scenario's fault once its condition holds, reverts it after its duration."""
 
-    def __init__(self, stack: Stack, scenario: FaultScenario, progress: Progress) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        scenario: FaultScenario,
+        progress: Progress,
+        victims: list[str] | None = None,
+        accounting: Accounting | None = None,
+    ) -> None:
         self.stack, self.scenario, self.progress = stack, scenario, progress
+        self.victims, self.accounting = victims, accounting
         self.started_at: float | None = None
         self.injected_at: float | None = None
         self.reverted_at: float | None = None
@@ -223,7 +236,7 @@ class Injector:
             if tick.at - run_started < inject.after_s:
                 return
             target = self._target("")
-        self.hosts = target
+        self.hosts = self.victims or target
         self.started_at = time.time()
         delay = inject.after_s if (inject.when_task_running or inject.when_tasks_queued) else 0.0
         self._thread = threading.Thread(target=self._inject_then_revert, args=(delay,), daemon=True)
@@ -240,7 +253,7 @@ class Injector:
     def params(self) -> dict[str, Any]:
         """The scenario's parameters, plus what only the inventory knows."""
         params = dict(self.scenario.fault.params)
-        if self.scenario.fault.type == "isolate_worker":  # cut off from every other host
+        if self.scenario.fault.type in ("isolate_worker", "partition_host"):  # cut off from every other host
             addresses = self.stack.endpoints.addresses
             params["isolate_from"] = sorted({a for h, a in addresses.items() if h not in self.hosts})
         return params
@@ -253,6 +266,8 @@ class Injector:
             self.progress(f"inject {fault.type} on {', '.join(self.hosts)}")
             self.stack.fault(fault.type, "inject", self.hosts, fault.duration_s, self.params)
             self.injected_at = time.time()
+            if self.accounting is not None:
+                self.accounting.during()
             if fault.duration_s > 0:
                 self._cancel.wait(fault.duration_s)
                 self.revert()
@@ -330,9 +345,14 @@ def run_fault(
     models = stack.store(stack.endpoints.models_bucket)
     promotions_before = promotion_records(models)
     run_id = f"r3e__{scenario.name}__{now_stamp()}"
+    victims = pick_victims(stack, scenario, progress)
+    accounting = Accounting(stack, scenario, progress) if scenario.steady_state.accounting else None
+    if accounting is not None:
+        accounting.start()  # before the run: the injection must not wait for the probes
     stack.trigger(workload.dag_id, run_id, workload_conf(stack, workload))
     progress(f"{workload.dag_id} {run_id} started")
-    watch, injector = Watch(stack, workload.dag_id, run_id), Injector(stack, scenario, progress)
+    watch = Watch(stack, workload.dag_id, run_id)
+    injector = Injector(stack, scenario, progress, victims, accounting)
 
     def observed_to_the_end() -> bool:
         """One observation a second: inject when the condition holds; done once the run ended
@@ -382,6 +402,19 @@ def run_fault(
     error = injector.error or (
         None if injector.injected_at else "the run ended before the fault was injected"
     )
+    if not error and end is not None and injector.injected_at is not None and injector.injected_at > end:
+        error = "the run had ended when the fault was in place: it measured nothing"
+    record: FailoverRecord | None = None
+    if accounting is not None and injector.injected_at is None:
+        accounting.abandon()
+    if accounting is not None and injector.injected_at is not None:
+        try:
+            more, record = accounting.finish(
+                injector.injected_at, injector.reverted_at, watch.ticks[-1].task_instances, intervals
+            )
+            checks += more
+        except (StackError, AirflowError, OSError) as failure:
+            error = error or f"accounting: {type(failure).__name__}: {failure}"
     result = FaultResult(
         name=scenario.name,
         fault=fault.type,
@@ -404,6 +437,8 @@ def run_fault(
         timeline=intervals,
         events=events,
     )
+    if record is not None:
+        result["failover"] = record
     if error:
         result["error"] = error
     return result
@@ -671,18 +706,33 @@ def follow_uploads(stack: Stack, uploads: list[Upload], timeout_s: float) -> boo
         return False
 
 
-def delivery_check(uploads: list[Upload], runs: Counter, events: Counter) -> Check:
-    """Every upload started exactly one run and was delivered as exactly one asset event."""
+def delivery_check(uploads: list[Upload], runs: Counter, events: Counter, bridges: int = 1) -> Check:
+    """Every upload started exactly one run and was delivered as at least one and at most
+    ``bridges`` asset events: with several event bridges (one per object-store host of a highly
+    available deployment) each may report an upload, and the run id from key and ETag must
+    still make it one run."""
     problems = []
     for upload in uploads:
         if runs[upload.key] != 1:
             problems.append(f"{upload.key}: {runs[upload.key]} {UPLOAD_DAG} runs")
-        if events[upload.key] != 1:
-            problems.append(f"{upload.key}: {events[upload.key]} asset events")
+        if not 1 <= events[upload.key] <= bridges:
+            problems.append(f"{upload.key}: {events[upload.key]} asset events from {bridges} bridge(s)")
+    counts = " or ".join(map(str, sorted({events[u.key] for u in uploads})))
     detail = "; ".join(problems) or (
-        f"each of the {len(uploads)} uploads: one asset event, one {UPLOAD_DAG} run"
+        f"each of the {len(uploads)} uploads: {counts} asset event(s), one {UPLOAD_DAG} run"
     )
     return Check(name="uploads delivered once", passed=bool(uploads) and not problems, detail=detail)
+
+
+def deliveries(stack: Stack, since: dt.datetime) -> tuple[Counter, Counter]:
+    """Per uploaded key since ``since``: the iot_training runs whose conf names it, and the asset
+    events whose extra names it."""
+    runs: Counter = Counter()
+    events: Counter = Counter()
+    runs.update((run.get("conf") or {}).get("key") for run in stack.dag_runs(UPLOAD_DAG, run_after_gte=since))
+    asset = stack.endpoints.data_changes_asset
+    events.update((event.get("extra") or {}).get("key") for event in stack.asset_events(asset, since))
+    return runs, events
 
 
 def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) -> FaultResult:
@@ -746,10 +796,7 @@ def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) 
     retries = 0
     try:
         if error is None:
-            listed = stack.dag_runs(UPLOAD_DAG, run_after_gte=since)
-            runs.update((run.get("conf") or {}).get("key") for run in listed)
-            asset = stack.endpoints.data_changes_asset
-            events.update((event.get("extra") or {}).get("key") for event in stack.asset_events(asset, since))
+            runs, events = deliveries(stack, since)
             for followed in (u for u in uploads if u.run is not None):
                 for interval in timeline(stack, UPLOAD_DAG, followed.run_id, origin):
                     intervals.append({**interval, "task_id": f"#{followed.number} {interval['task_id']}"})
@@ -820,3 +867,166 @@ def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) 
     if error:
         result["error"] = error
     return result
+
+
+# --- host loss: the victim, the failover probes and the accounting --------------------------------
+
+#: Acknowledged probe writes before the fault (the method: a pause, not a poll).
+PROBES_WARMUP_S = 5.0
+
+
+def pick_victims(stack: Stack, scenario: FaultScenario, progress: Progress) -> list[str] | None:
+    """The host ``fault.pick`` names, chosen (and, for every_leader, prepared) before the run
+    starts; None leaves the choice to the injection (the task's host or the group's first).
+    Where PostgreSQL has one member there is nothing to choose between: the group's first."""
+    fault = scenario.fault
+    if fault.pick is None:
+        return None
+    from .leaders import NotReplicated
+
+    hosts = stack.endpoints.hosts(fault.target)
+    if len(stack.endpoints.groups.get("databases", [])) < 2:
+        return hosts[:1]
+    replication = stack.replication()
+    try:
+        if fault.pick == "every_leader":
+            progress("moving PostgreSQL's primary and the Redis master to the SeaweedFS leader's host")
+            host = replication.gather_leaders()
+        elif fault.pick == "postgresql_primary":
+            host = replication.postgresql_primary()
+        else:
+            leaders = set(replication.leaders().values())
+            host = next((h for h in hosts if h not in leaders), None)
+    except NotReplicated as error:
+        raise StackError(f"{scenario.name}: cannot pick the {fault.pick} host: {error}") from None
+    if host not in hosts:
+        raise StackError(f"{scenario.name}: the {fault.pick} host {host!r} is not in {fault.target}")
+    progress(f"{fault.pick}: {host} ({replication.leaders()})")
+    return [host]
+
+
+class Accounting:
+    """The failover probes on a host the fault spares, uploads during the fault, a count of
+    primaries; :meth:`finish` turns them into checks and a :class:`FailoverRecord`."""
+
+    def __init__(self, stack: Stack, scenario: FaultScenario, progress: Progress) -> None:
+        from .failover import PrimaryCounter, probe_tag
+
+        self.stack, self.scenario, self.progress = stack, scenario, progress
+        self.tag, self.stamp = probe_tag(), now_stamp()
+        self.since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CLOCK_MARGIN_S)
+        self.probe_host: str | None = None
+        self.uploads: list[Upload] = []
+        self.upload_error: str | None = None
+        replicated = len(stack.endpoints.groups.get("databases", [])) > 1
+        self.primaries = PrimaryCounter(stack.replication()) if replicated else None
+        self._uploader: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Before the run: the probes on the first Airflow host (they need Airflow's environment)
+        outside the fault's target group, which the fault cannot hit whichever host it picks."""
+        targets = set(self.stack.endpoints.hosts(self.scenario.fault.target))
+        spared = [h for h in self.stack.endpoints.hosts("airflow") if h not in targets]
+        if not spared:
+            raise StackError(
+                f"every Airflow host is in {self.scenario.fault.target}: none to run the probes on"
+            )
+        self.probe_host = spared[0]
+        params = {"probes_tag": self.tag, "probes_bucket": self.stack.endpoints.data_bucket}
+        self.progress(f"failover probes on {self.probe_host} (tag {self.tag})")
+        self.stack.fault("failover_probes", "inject", [self.probe_host], 0, params)
+        if self.primaries is not None:
+            self.primaries.__enter__()
+        time.sleep(PROBES_WARMUP_S)
+
+    def abandon(self) -> None:
+        """No fault to account for: stop the probes and the counting, measure nothing."""
+        import tempfile
+
+        if self.primaries is not None:
+            self.primaries.__exit__(None, None, None)
+        if self.probe_host is not None:
+            with tempfile.TemporaryDirectory(prefix="r3e-probes-") as folder, contextlib.suppress(StackError):
+                params = {"probes_tag": self.tag, "probes_fetch_dir": folder}
+                self.stack.fault("failover_probes", "revert", [self.probe_host], 0, params)
+
+    def during(self) -> None:
+        """Right after the injection: the uploads, in a thread (each retried while the store refuses)."""
+        from .failover import ACCOUNTING_UPLOADS
+
+        def upload() -> None:
+            try:
+                for number, data in enumerate(upload_data(ACCOUNTING_UPLOADS), start=1):
+                    key = f"{UPLOAD_PREFIX}/{self.scenario.name}-{self.stamp}-{number}.csv"
+                    etag = put_object(self.stack.store(self.stack.endpoints.data_bucket), key, data)
+                    self.uploads.append(
+                        Upload(number, key, etag, "during", time.time(), run_id_for(key, etag))
+                    )
+                    self.progress(f"uploaded {key} (during the fault)")
+            except Exception as failure:  # the check names it; the experiment goes on
+                self.upload_error = f"{type(failure).__name__}: {failure}"
+
+        self._uploader = threading.Thread(target=upload, daemon=True)
+        self._uploader.start()
+
+    def finish(
+        self,
+        injected_at: float,
+        reverted_at: float | None,
+        task_instances: list[dict[str, Any]],
+        intervals: list[TaskInterval],
+    ) -> tuple[list[Check], FailoverRecord]:
+        import tempfile
+
+        from . import failover
+
+        if self.primaries is not None:
+            self.primaries.__exit__(None, None, None)
+        if self._uploader is not None:
+            self._uploader.join(timeout=UPLOAD_PATIENCE_S * failover.ACCOUNTING_UPLOADS)
+        if self.probe_host is None:
+            raise StackError("the failover probes never started")
+        with tempfile.TemporaryDirectory(prefix="r3e-probes-") as folder:
+            params = {"probes_tag": self.tag, "probes_fetch_dir": folder}
+            self.stack.fault("failover_probes", "revert", [self.probe_host], 0, params)
+            logs, found = failover.read_probe_logs(folder), failover.read_found(folder)
+        components = failover.component_failover(logs, injected_at, reverted_at)
+        self.progress(f"waiting for the {len(self.uploads)} uploads' {UPLOAD_DAG} runs")
+        follow_uploads(self.stack, self.uploads, DELIVERY_TIMEOUT_S)
+        # Scheduling: the first task queued after the injection, of the run or of the uploads' runs.
+        queued = list(task_instances)
+        for upload in (u for u in self.uploads if u.run is not None):
+            queued += self.stack.task_instances(UPLOAD_DAG, upload.run_id)
+        components["scheduling"] = {
+            "failover_s": failover.scheduling_failover_s(queued, injected_at),
+            "probed": True,
+        }
+        ledger_check, ledger = failover.ledger_check(logs["postgresql"], found)
+        store = self.stack.store(self.stack.endpoints.data_bucket)
+        objects_check, objects = failover.objects_check(store, self.tag, logs["object_store"])
+        runs, events = deliveries(self.stack, self.since)
+        bridges = len(self.stack.endpoints.groups.get("object_stores", [])) or 1  # one bridge per store host
+        delivered = delivery_check(self.uploads, runs, events, bridges)
+        if self.upload_error:
+            delivered = Check(
+                name=delivered["name"],
+                passed=False,
+                detail=f"{delivered['detail']}; upload: {self.upload_error}",
+            )
+        doubled = failover.completed_twice(intervals)
+        checks = [ledger_check, objects_check, delivered, failover.twice_check(doubled)]
+        most = self.primaries.most if self.primaries is not None else None
+        if (primaries := failover.primaries_check(most)) is not None:
+            checks.append(primaries)
+        record = FailoverRecord(
+            probe_host=self.probe_host,
+            components=components,
+            ledger=ledger,
+            objects=objects,
+            uploads=[
+                {"key": u.key, "runs": runs[u.key], "asset_events": events[u.key]} for u in self.uploads
+            ],
+            tasks_completed_twice=doubled,
+            primaries_at_once=most,
+        )
+        return checks, record

@@ -7,6 +7,7 @@ A fault scenario (``experiments/faults/*.yml``)::
     fault:
       type: kill_worker          # one of FAULT_TYPES
       target: airflow_workers    # inventory group or host the fault is injected on
+      pick: every_leader         # optional, which host of the group (PICKS)
       inject:
         when_task_running: train # once a try of this task runs (on the host that runs it),
         # when_tasks_queued: 4   # or once this many of the run's tasks wait in the queue,
@@ -23,6 +24,7 @@ A fault scenario (``experiments/faults/*.yml``)::
       artifacts_intact: true     # every registered file present, checksums right
       production_served: true    # the forecast service answers throughout
       uploads_delivered_once: false  # upload workloads: each upload started exactly one run
+      accounting: false          # host loss: failover times, nothing lost, nothing done twice
 
 A bad-input scenario (``experiments/inputs/*.yml``)::
 
@@ -55,6 +57,16 @@ FAULT_TYPES = (
     "memory_pressure",  # a task's memory capped until it is OOM-killed
     "stop_event_bridge",  # the object-store event bridge stopped for duration_s
     "restart_filer",  # the SeaweedFS filer restarted (its metadata log is what the bridge follows)
+    "power_off_host",  # a whole host lost (power off) for duration_s, then powered on
+    "partition_host",  # a host cut off from every other host for duration_s
+)
+#: Which host of the target group a fault hits (``fault.pick``). Default: the host running the
+#: task ``inject.when_task_running`` names, where it is in the group; else the group's first.
+#: The leaders are PostgreSQL's primary, the Redis master and the SeaweedFS master leader.
+PICKS = (
+    "every_leader",  # the host of the SeaweedFS leader, with the primary and the master moved there
+    "no_leader",  # a host that holds none of the three
+    "postgresql_primary",  # the host of PostgreSQL's primary
 )
 
 EXPECTED_INPUT_OUTCOMES = ("refused", "quarantined", "accepted", "duplicate")
@@ -83,6 +95,7 @@ class Injection(_Strict):
 class Fault(_Strict):
     type: Literal[FAULT_TYPES]  # type: ignore[valid-type]
     target: str = Field(min_length=1)
+    pick: Literal[PICKS] | None = None  # type: ignore[valid-type]
     inject: Injection = Injection()
     duration_s: float = Field(default=0.0, ge=0, le=3600)
     params: dict[str, Any] = {}
@@ -114,6 +127,9 @@ class SteadyState(_Strict):
     artifacts_intact: bool = True
     production_served: bool = True
     uploads_delivered_once: bool = False
+    #: A host-loss experiment's exactly-once accounting and failover times (see failover.py):
+    #: probes on a spared host, uploads during the fault, no task completed twice, one primary.
+    accounting: bool = False
 
 
 class FaultScenario(_Strict):
@@ -133,6 +149,10 @@ class FaultScenario(_Strict):
             raise ValueError("steady_state.uploads_delivered_once needs a workload with uploads")
         if self.workload.uploads and self.fault.inject != Injection():
             raise ValueError("an upload workload injects at once: fault.inject takes no condition")
+        if self.steady_state.accounting and (self.workload.uploads or self.workload.dag_id != UPLOAD_DAG):
+            raise ValueError(
+                f"steady_state.accounting follows a triggered {UPLOAD_DAG} run: no uploads workload"
+            )
         return self
 
 

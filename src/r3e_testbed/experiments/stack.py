@@ -28,9 +28,12 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r3e_testbed.storage import ObjectStore, s3_store
+
+if TYPE_CHECKING:
+    from .leaders import Replication
 
 HTTP_TIMEOUT_S = 15.0
 #: How long a call keeps trying while the api-server does not answer (it may be the fault).
@@ -351,17 +354,24 @@ class Endpoints:
     #: Every api-server and every S3 gateway (several in a highly available deployment).
     airflow_urls: tuple[str, ...] = ()
     s3_endpoints: tuple[str, ...] = ()
+    forecast_urls: tuple[str, ...] = ()
     high_availability: bool = False
+    #: Where the replicated services say who leads (ports, the sentinels' master name, passwords).
+    replication: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any]) -> Endpoints:
         fields = cls.__dataclass_fields__
-        required = {name for name, spec in fields.items() if spec.default is dataclasses.MISSING}
+        required = {
+            name
+            for name, spec in fields.items()
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(document))
         if missing:
             raise StackError(f"the endpoints file lacks {', '.join(missing)}")
         given = {name: document[name] for name in fields if name in document}
-        for name in ("airflow_urls", "s3_endpoints"):
+        for name in ("airflow_urls", "s3_endpoints", "forecast_urls"):
             given[name] = tuple(given.get(name) or ())
         return cls(**given)
 
@@ -445,26 +455,63 @@ class Stack:
         return self.playbooks.run(playbook, extra_vars, limit)
 
     def store(self, bucket: str) -> ObjectStore:
-        """One bucket of the deployment's object store."""
+        """One bucket of the deployment's object store, through the first S3 gateway that answers
+        (a highly available deployment has one per object-store host; a lost host's is passed over)."""
         e = self.endpoints
         return s3_store(
-            bucket, endpoint_url=e.s3_endpoint, access_key=e.s3_access_key, secret_key=e.s3_secret_key
+            bucket,
+            endpoint_url=self.live_s3_endpoint(),
+            access_key=e.s3_access_key,
+            secret_key=e.s3_secret_key,
+        )
+
+    def live_s3_endpoint(self) -> str:
+        """The first S3 gateway that answers HTTP at all; the first one when none does."""
+        import httpx
+
+        endpoints = list(self.endpoints.s3_endpoints) or [self.endpoints.s3_endpoint]
+        for endpoint in endpoints:
+            try:
+                httpx.get(endpoint, timeout=3, trust_env=False)
+            except httpx.HTTPError:
+                continue
+            return endpoint
+        return endpoints[0]
+
+    def replication(self) -> Replication:
+        """The replicated services' leaders, through their own interfaces (:mod:`.leaders`)."""
+        from .leaders import Replication
+
+        e, wiring = self.endpoints, dict(self.endpoints.replication)
+        ports = ("patroni_port", "sentinel_port", "redis_port", "seaweedfs_master_port")
+        texts = ("sentinel_master", "redis_password", "sentinel_password")
+        return Replication(
+            addresses=e.addresses,
+            databases=e.groups.get("databases", []),
+            brokers=e.groups.get("brokers", []),
+            object_stores=e.groups.get("object_stores", []),
+            **{name: int(wiring[name]) for name in ports if name in wiring},
+            **{name: str(wiring[name]) for name in texts if name in wiring},
         )
 
     def forecast(self, series: str = "In", days: int = 7) -> dict[str, Any] | None:
-        """What the forecast service serves now; None when it does not answer."""
+        """What the forecast service serves now, from the first control host whose service
+        answers; None when none does."""
         import httpx
 
-        try:
-            response = httpx.get(
-                f"{self.endpoints.forecast_url}/forecast",
-                params={"series": series, "days": days},
-                timeout=5,
-                trust_env=False,  # the private network: never through the environment's proxy
-            )
-            return response.json() if response.is_success else None
-        except (httpx.HTTPError, ValueError):
-            return None
+        for url in list(self.endpoints.forecast_urls) or [self.endpoints.forecast_url]:
+            try:
+                response = httpx.get(
+                    f"{url}/forecast",
+                    params={"series": series, "days": days},
+                    timeout=5,
+                    trust_env=False,  # the private network: never through the environment's proxy
+                )
+                if response.is_success:
+                    return response.json()
+            except (httpx.HTTPError, ValueError):
+                continue
+        return None
 
     def fault(
         self, fault: str, action: str, hosts: Sequence[str], duration_s: float, params: Mapping
