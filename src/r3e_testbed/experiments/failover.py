@@ -16,13 +16,13 @@ replicated, counts the members that call themselves primary once a second. After
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .background import Periodic
 from .ledger import LedgerLog, missing, read_log
 from .probes import COMPONENTS, object_body, object_key
 from .results import Check, TaskInterval
@@ -140,29 +140,18 @@ def primaries_check(most: int | None) -> Check | None:
     )
 
 
-class PrimaryCounter:
+class PrimaryCounter(Periodic):
     """Once a second, in a thread: how many PostgreSQL members say they are primary."""
 
     def __init__(self, replication) -> None:
+        super().__init__()
         self.replication = replication
         self.most = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._count, daemon=True)
 
-    def _count(self) -> None:
-        while not self._stop.is_set():
-            self.most = max(self.most, len(self.replication.primaries()))
-            self.samples += 1
-            self._stop.wait(1.0)
-
-    def __enter__(self) -> PrimaryCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def tick(self) -> None:
+        self.most = max(self.most, len(self.replication.primaries()))
+        self.samples += 1
 
 
 def probe_tag() -> str:

@@ -46,6 +46,7 @@ from r3e_testbed.pipeline.ingest import output_prefix
 from r3e_testbed.pipeline.registry import read_production
 from r3e_testbed.storage import ObjectStore
 
+from .background import Periodic
 from .integrity import artifacts_intact, promotion_records, promotions_sound
 from .results import Check, Event, FailoverRecord, FaultResult, InputResult, TaskInterval, UploadRecord
 from .scenario import UPLOAD_DAG, FaultScenario, InputScenario, InputSpec, Workload
@@ -645,33 +646,21 @@ def upload_data(count: int) -> list[bytes]:
     return [header_only + b"\n" * number for number in range(1, count + 1)]
 
 
-class Sampler:
+class Sampler(Periodic):
     """Airflow's health and the forecast service once a second, in a thread, until stopped: the
     observations of an experiment whose fault runs in the foreground."""
 
+    period_s = POLL_S
+
     def __init__(self, stack: Stack) -> None:
+        super().__init__()
         self.stack = stack
         self.ticks: list[Tick] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
-        while True:
-            at, is_healthy = time.time(), healthy(self.stack.airflow.health())
-            served = self.stack.forecast() is not None
-            self.ticks.append(
-                Tick(at=at, run_state=None, task_instances=[], healthy=is_healthy, served=served)
-            )
-            if self._stop.wait(POLL_S):
-                return
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def tick(self) -> None:
+        at, is_healthy = time.time(), healthy(self.stack.airflow.health())
+        served = self.stack.forecast() is not None
+        self.ticks.append(Tick(at=at, run_state=None, task_instances=[], healthy=is_healthy, served=served))
 
 
 @dataclass
