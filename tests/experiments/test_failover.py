@@ -248,7 +248,7 @@ def host_loss_result(outcome: str, postgresql_s: float | None) -> dict:
 def results_of(deployment: str, hosts: list[str], faults: list[dict]) -> dict:
     return {
         "created_at": "2026-12-04T00:00:00+00:00",
-        "fingerprint": {"deployment": deployment, "topology": {"groups": {"all_of_them": hosts}}},
+        "fingerprint": {"extra": {"deployment": deployment}, "topology": {"groups": {"all_of_them": hosts}}},
         "faults": faults,
         "inputs": [],
         "robustness_curve": [],
@@ -305,3 +305,14 @@ def test_accounting_needs_a_triggered_training_run():
     document = scenario() | {"workload": {"uploads": 3}}
     with pytest.raises(ScenarioError, match="accounting"):
         parse_scenario(document)
+
+
+def test_the_deployment_is_read_where_the_harness_fingerprint_records_it():
+    from r3e_testbed.experiments.fingerprint import environment_fingerprint
+    from r3e_testbed.experiments.report import deployment_of
+
+    fingerprint = environment_fingerprint(
+        topology={"groups": {}}, settings={}, seeds={}, extra={"deployment": "testbed-ha"}
+    )
+    assert deployment_of({"fingerprint": fingerprint}) == "testbed-ha"
+    assert deployment_of({}) == "?"

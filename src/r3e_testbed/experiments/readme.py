@@ -34,6 +34,7 @@ from typing import Any
 
 from .report import (
     FAILOVER_COLUMNS,
+    deployment_of,
     fmt_count,
     fmt_number,
     fmt_percent,
@@ -276,7 +277,7 @@ def faults_block(published: Published) -> str:
 def host_loss_block(published: Published) -> str:
     """The host-loss matrix, minimal vs highly available: failover seconds and accounting."""
     results = published.get(HA_RESULTS)
-    runs = [results.get("fingerprint", {}).get("deployment") or DASH]
+    runs = [deployment_of(results)]
     runs += [run.get("deployment") or DASH for run in results.get("compared") or []]
     rows = [
         [
@@ -289,9 +290,7 @@ def host_loss_block(published: Published) -> str:
             _plain(row["runs_per_upload"]),
             fmt_count(row["twice"]),
             fmt_count(row["primaries"]),
-            _plain(
-                "; ".join(f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]) or DASH
-            ),
+            _plain(_host_loss_failures(row) or DASH),
         ]
         for row in host_loss_rows(results)
     ]
@@ -302,6 +301,14 @@ def host_loss_block(published: Published) -> str:
         f" on {', '.join(runs)}."
     )
     return lead + "\n\n" + _table([*header, "primaries at once", "failed checks"], rows)
+
+
+def _host_loss_failures(row: Mapping[str, Any]) -> str:
+    """A host-loss row's failed checks, after the experiment's own error if it had one."""
+    failed = [f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]]
+    if row.get("error"):
+        failed.insert(0, f"experiment error: {_cause(row['error'])}")
+    return "; ".join(failed)
 
 
 def _failed_checks(experiment: Mapping[str, Any]) -> str:

@@ -551,10 +551,15 @@ def _pair(figures: Mapping[str, Any], first: str, second: str) -> str:
     return f"{fmt_count(figures.get(first))} / {fmt_count(figures.get(second))}"
 
 
+def deployment_of(results: Mapping[str, Any]) -> str:
+    """The deployment a run measured, as its fingerprint records it (``extra.deployment``)."""
+    return ((results.get("fingerprint") or {}).get("extra") or {}).get("deployment") or "?"
+
+
 def compared_run(results: Mapping[str, Any]) -> dict[str, Any]:
     """A run's host-loss experiments, as ``Results.compared`` keeps another deployment's."""
     return {
-        "deployment": (results.get("fingerprint") or {}).get("deployment") or "?",
+        "deployment": deployment_of(results),
         "created_at": results.get("created_at") or "",
         "hosts": _hosts(results),
         "faults": [f for f in results.get("faults") or [] if "failover" in f],
