@@ -147,6 +147,19 @@ def test_redis_sentinels_agree_on_one_master(redis_cli, replication, inventory):
     assert replication.addresses[replication.redis_master()] in masters.values()
 
 
+def test_a_redis_master_without_a_replica_refuses_writes(redis_cli, replication, inventory):
+    """min-replicas-to-write on every member: a lost master back before the sentinels demote it
+    refuses Celery's sends instead of acknowledging messages it drops on resynchronising."""
+    for host in inventory.get_hosts("brokers"):
+        setting = redis_cli(host, "config", "get", "min-replicas-to-write").splitlines()
+        assert int(setting[-1]) >= 1, f"{host}: min-replicas-to-write {setting}"
+    master = replication.redis_master()
+    info = dict(
+        line.split(":", 1) for line in redis_cli(master, "info", "replication").splitlines() if ":" in line
+    )
+    assert int(info.get("min_slaves_good_slaves", 0)) >= 1, info
+
+
 def test_seaweedfs_masters_elect_one_leader(replication, hosts):
     assert replication.seaweedfs_leader() in hosts["databases"]
 
