@@ -290,7 +290,7 @@ def host_loss_block(published: Published) -> str:
             _plain(row["runs_per_upload"]),
             fmt_count(row["twice"]),
             fmt_count(row["primaries"]),
-            _plain(_host_loss_failures(row) or DASH),
+            _plain(_failures(row) or DASH),
         ]
         for row in host_loss_rows(results)
     ]
@@ -303,19 +303,16 @@ def host_loss_block(published: Published) -> str:
     return lead + "\n\n" + _table([*header, "primaries at once", "failed checks"], rows)
 
 
-def _host_loss_failures(row: Mapping[str, Any]) -> str:
-    """A host-loss row's failed checks, after the experiment's own error if it had one."""
-    failed = [f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]]
-    if row.get("error"):
-        failed.insert(0, f"experiment error: {_cause(row['error'])}")
+def _failures(experiment: Mapping[str, Any]) -> str:
+    """An experiment's failed checks, after its own error if it had one ("" when none)."""
+    failed = [f"{c['name']}: {c['detail']}" for c in experiment.get("checks") or [] if not c["passed"]]
+    if experiment.get("error"):
+        failed.insert(0, f"experiment error: {_cause(experiment['error'])}")
     return "; ".join(failed)
 
 
 def _failed_checks(experiment: Mapping[str, Any]) -> str:
-    failed = [f"{c['name']}: {c['detail']}" for c in experiment.get("checks") or [] if not c["passed"]]
-    if experiment.get("error"):
-        failed.insert(0, f"experiment error: {_cause(experiment['error'])}")
-    return f"{_code(experiment['name'])} ({_plain('; '.join(failed) or experiment['outcome'])})"
+    return f"{_code(experiment['name'])} ({_plain(_failures(experiment) or experiment['outcome'])})"
 
 
 def _faults_sentence(faults: Sequence[Mapping[str, Any]]) -> str:
