@@ -17,6 +17,7 @@ from r3e_testbed.experiments.runner import (
     delivery_check,
     detect_and_recover,
     follow_uploads,
+    production_served_before,
     put_object,
     upload_data,
     upload_phases,
@@ -214,3 +215,69 @@ def test_the_uploads_runs_are_followed_until_each_ended(tmp_path):
         stack.close()
         server.close()
     assert not server.errors
+
+
+class ForecastStandIn:
+    """A forecast service on a local port: 503 (nothing in production) for its first ``cold``
+    requests, then a forecast."""
+
+    def __init__(self, cold: int) -> None:
+        import http.server
+        import threading
+
+        self.requests = 0
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                stand_in.requests += 1
+                ready = stand_in.requests > cold
+                body = b'{"series": "In"}' if ready else b'{"error": "no production model yet"}'
+                self.send_response(200 if ready else 503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _forecast_stack(tmp_path, *services: ForecastStandIn) -> Stack:
+    airflow = {"airflow_url": "http://127.0.0.1:9", "airflow_user": "u", "airflow_password": "p"}
+    endpoints = {**ENDPOINTS, **airflow, "forecast_urls": [service.url for service in services]}
+    return Stack(Endpoints.from_mapping(endpoints), Playbooks(tmp_path, []))
+
+
+def test_the_fault_waits_until_every_forecast_service_serves_production(tmp_path):
+    warm, cold = ForecastStandIn(cold=0), ForecastStandIn(cold=2)
+    stack, said = _forecast_stack(tmp_path, warm, cold), []
+    try:
+        assert stack.forecast() is not None  # one answering service is enough for a client
+        production_served_before(stack, said.append, timeout_s=30)
+        assert cold.requests == 3, "the wait ends with the first answer of the last service"
+        assert said == []
+    finally:
+        stack.close()
+        warm.close()
+        cold.close()
+
+
+def test_a_service_that_never_serves_is_said_and_the_experiment_goes_on(tmp_path):
+    never = ForecastStandIn(cold=10**6)
+    stack, said = _forecast_stack(tmp_path, never), []
+    try:
+        production_served_before(stack, said.append, timeout_s=0)
+        assert stack.forecast() is None
+    finally:
+        stack.close()
+        never.close()
+    assert len(said) == 1 and "steady state does not hold before the fault" in said[0], said

@@ -55,6 +55,8 @@ from .stack import Stack, StackError, healthy
 TERMINAL = {"success", "failed"}
 DISTURBED = {"failed", "up_for_retry", "restarting", "upstream_failed"}
 POLL_S = 1.0
+#: How long an experiment waits for the forecast services to serve production before its fault.
+SERVED_BEFORE_S = 90.0
 RUN_TIMEOUT_S = 1500.0
 #: An upload's run appearing and ending, after the fault's revert (or its one shot).
 DELIVERY_TIMEOUT_S = 900.0
@@ -337,9 +339,28 @@ def detect_and_recover(
     return detected, recovered
 
 
+def production_served_before(stack: Stack, progress: Progress, timeout_s: float = SERVED_BEFORE_S) -> None:
+    """The steady-state hypothesis holds before the method (Chaos Toolkit's order): wait until every
+    host's forecast service answers. A model the baseline run promoted first reaches the services
+    at their next poll; a fault injected before that would be blamed for the wait. Past
+    ``timeout_s`` the experiment goes on and its check says what was not served."""
+    services = stack.forecast_services
+    try:
+        wait_until(
+            lambda: all(stack.forecast(urls=[url]) is not None for url in services),
+            timeout_s=timeout_s,
+            every_s=POLL_S,
+            what="every forecast service to serve production",
+        )
+    except WaitTimeout as error:
+        progress(f"{error}: the steady state does not hold before the fault")
+
+
 def run_fault(
     stack: Stack, scenario: FaultScenario, baseline_s: float | None, progress: Progress
 ) -> FaultResult:
+    if scenario.steady_state.production_served:
+        production_served_before(stack, progress)
     if scenario.workload.uploads:
         return run_upload_fault(stack, scenario, progress)
     fault, workload = scenario.fault, scenario.workload

@@ -494,12 +494,19 @@ class Stack:
             **{name: str(wiring[name]) for name in texts if name in wiring},
         )
 
-    def forecast(self, series: str = "In", days: int = 7) -> dict[str, Any] | None:
-        """What the forecast service serves now, from the first control host whose service
-        answers; None when none does."""
+    @property
+    def forecast_services(self) -> list[str]:
+        """The forecast service's URL on every host that runs it."""
+        return list(self.endpoints.forecast_urls) or [self.endpoints.forecast_url]
+
+    def forecast(
+        self, series: str = "In", days: int = 7, urls: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """What the forecast service serves now, from the first of ``urls`` (default: every
+        host's) that answers; None when none does."""
         import httpx
 
-        for url in list(self.endpoints.forecast_urls) or [self.endpoints.forecast_url]:
+        for url in self.forecast_services if urls is None else urls:
             try:
                 response = httpx.get(
                     f"{url}/forecast",
