@@ -245,10 +245,11 @@ def host_loss_result(outcome: str, postgresql_s: float | None) -> dict:
     }
 
 
-def results_of(deployment: str, hosts: list[str], faults: list[dict]) -> dict:
+def results_of(deployment: str, hosts: list[str], faults: list[dict], memory: dict | None = None) -> dict:
+    extra = {"deployment": deployment, "memory_at_rest_bytes": memory}
     return {
         "created_at": "2026-12-04T00:00:00+00:00",
-        "fingerprint": {"extra": {"deployment": deployment}, "topology": {"groups": {"all_of_them": hosts}}},
+        "fingerprint": {"extra": extra, "topology": {"groups": {"all_of_them": hosts}}},
         "faults": faults,
         "inputs": [],
         "robustness_curve": [],
@@ -261,12 +262,14 @@ def test_the_table_puts_each_experiment_of_both_deployments_side_by_side(tmp_pat
     from r3e_testbed.experiments.report import compared_run
 
     minimal = results_of("testbed", ["db", "control"], [host_loss_result("failed", None)])
-    ha = results_of("testbed-ha", ["infra-1", "infra-2", "infra-3"], [host_loss_result("passed", 6.5)])
+    memory = {"infra-1": 2**30, "infra-2": 2**30, "infra-3": 2**29}
+    infrastructure = ["infra-1", "infra-2", "infra-3"]
+    ha = results_of("testbed-ha", infrastructure, [host_loss_result("passed", 6.5)], memory)
     ha["compared"] = [compared_run(minimal)]
     rows = host_loss_rows(ha)
     assert [(r["deployment"], r["outcome"]) for r in rows] == [
-        ("testbed-ha (3 hosts)", "passed"),
-        ("testbed (2 hosts)", "failed"),
+        ("testbed-ha (3 hosts, 2.5 GiB at rest)", "passed"),
+        ("testbed (2 hosts)", "failed"),  # its memory was not measured
     ]
     assert rows[0]["failover"]["postgresql"] == 6.5 and rows[1]["failover"]["postgresql"] is None
     assert rows[0]["ledger"] == "40 / 40" and rows[0]["runs_per_upload"] == "1"

@@ -3,6 +3,8 @@ what the harness reads from a run's events and stats, and where it finds the pla
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from experiments.ansible_project import make_inventory, make_project
 
@@ -140,3 +142,28 @@ def test_an_editable_install_knows_its_checkout(repo):
     if checkout is None:
         pytest.skip("the package is not installed in editable mode here")
     assert checkout.resolve() == repo.resolve()
+
+
+def test_the_footprint_playbook_measures_each_hosts_processes(repo, tmp_path):
+    """playbooks/footprint.yml itself, on the two local hosts: the memory of the processes they
+    see, which includes at least this test's own Python."""
+    from r3e_testbed.experiments.stack import Endpoints, Stack
+
+    inventory = make_inventory(tmp_path / "inventory")
+    endpoints = {
+        **{name: "-" for name in ("airflow_url", "airflow_user", "airflow_password", "s3_endpoint")},
+        **{name: "-" for name in ("s3_access_key", "s3_secret_key", "object_store_backend")},
+        **{name: "-" for name in ("data_bucket", "models_bucket", "forecast_url", "deployment_name")},
+        "groups": {},
+        "addresses": {},
+        "settings": {},
+    }
+    stack = Stack(Endpoints.from_mapping(endpoints), Playbooks(repo / "playbooks", [str(inventory)]))
+    try:
+        memory = stack.memory_in_use()
+    finally:
+        stack.close()
+    assert set(memory) == {"alpha", "beta"}
+    rollup = Path("/proc/self/smaps_rollup").read_text(encoding="ascii").splitlines()
+    own = next(int(line.split()[1]) * 1024 for line in rollup if line.startswith("Pss:"))
+    assert all(measured > own for measured in memory.values()), (memory, own)

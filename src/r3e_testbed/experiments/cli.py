@@ -144,6 +144,7 @@ def run(
     stack = Stack(endpoints, playbooks)
     created = dt.datetime.now(dt.UTC)
     results = empty_results(created.isoformat(timespec="seconds"))
+    memory = _memory_at_rest(stack)
     steps = len(faults) + len(inputs) + curve + bool(reliability_runs) + tuning
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -188,7 +189,7 @@ def run(
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if compared:
         results["compared"] = compared
-    results["fingerprint"] = _fingerprint(stack, seed)
+    results["fingerprint"] = _fingerprint(stack, seed, memory)
     folder = _write(results, out / created.strftime("%Y%m%dT%H%M%SZ"))
     _summary(results, folder)
 
@@ -303,7 +304,16 @@ def _evaluation(stack: Stack, run: dict[str, Any]) -> dict[str, dict[str, float]
     }
 
 
-def _fingerprint(stack: Stack, seed: int) -> dict[str, Any]:
+def _memory_at_rest(stack: Stack) -> dict[str, int] | None:
+    """The memory of each host's processes before any experiment: what the deployment costs."""
+    try:
+        return stack.memory_in_use()
+    except StackError as error:
+        console.print(f"[yellow]the hosts' memory is not measured: {error}[/yellow]")
+        return None
+
+
+def _fingerprint(stack: Stack, seed: int, memory: dict[str, int] | None = None) -> dict[str, Any]:
     from .fingerprint import environment_fingerprint
 
     endpoints = stack.endpoints
@@ -315,7 +325,11 @@ def _fingerprint(stack: Stack, seed: int) -> dict[str, Any]:
         settings={"airflow": endpoints.settings, "object_store_backend": endpoints.object_store_backend},
         seeds={"data": seed},
         airflow_version=version,
-        extra={"deployment": endpoints.deployment_name, "inventory": stack.inventory},
+        extra={
+            "deployment": endpoints.deployment_name,
+            "inventory": stack.inventory,
+            "memory_at_rest_bytes": memory,
+        },
     )
 
 

@@ -547,6 +547,21 @@ def _hosts(results: Mapping[str, Any]) -> int:
     return len({host for members in groups.values() for host in members})
 
 
+def memory_at_rest_bytes(results: Mapping[str, Any]) -> int | None:
+    """The memory every host's processes used before the run's experiments, summed (the
+    harness measures it through playbooks/footprint.yml); None where it was not measured."""
+    per_host = ((results.get("fingerprint") or {}).get("extra") or {}).get("memory_at_rest_bytes")
+    return sum(per_host.values()) if per_host else None
+
+
+def deployment_label(run: Mapping[str, Any]) -> str:
+    """``testbed-ha (7 hosts, 5.2 GiB at rest)``: a deployment and what it costs."""
+    cost = [f"{run['hosts']} hosts"]
+    if run.get("memory_bytes"):
+        cost.append(f"{run['memory_bytes'] / 2**30:.1f} GiB at rest")
+    return f"{run['deployment']} ({', '.join(cost)})"
+
+
 def _pair(figures: Mapping[str, Any], first: str, second: str) -> str:
     return f"{fmt_count(figures.get(first))} / {fmt_count(figures.get(second))}"
 
@@ -562,6 +577,7 @@ def compared_run(results: Mapping[str, Any]) -> dict[str, Any]:
         "deployment": deployment_of(results),
         "created_at": results.get("created_at") or "",
         "hosts": _hosts(results),
+        "memory_bytes": memory_at_rest_bytes(results),
         "faults": [f for f in results.get("faults") or [] if "failover" in f],
     }
 
@@ -583,7 +599,7 @@ def host_loss_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "name": name,
-                        "deployment": f"{run['deployment']} ({run['hosts']} hosts)",
+                        "deployment": deployment_label(run),
                         "target": fault["target"],
                         "outcome": fault["outcome"],
                         "run_state": fault["run_state"],

@@ -454,6 +454,14 @@ class Stack:
     ) -> PlaybookRun:
         return self.playbooks.run(playbook, extra_vars, limit)
 
+    def memory_in_use(self) -> dict[str, int]:
+        """Bytes of memory each host's processes use now (playbooks/footprint.yml)."""
+        with tempfile.TemporaryDirectory(prefix="r3e-") as folder:
+            target = Path(folder) / "footprint.json"
+            self.run_playbook("footprint.yml", {"r3e_footprint_file": str(target)})
+            document = json.loads(target.read_text())
+        return {host: int(measured["pss_bytes"]) for host, measured in document.items()}
+
     def store(self, bucket: str) -> ObjectStore:
         """One bucket of the deployment's object store, through the first S3 gateway that answers
         (a highly available deployment has one per object-store host; a lost host's is passed over)."""
