@@ -62,10 +62,12 @@ def inventory(pytestconfig: pytest.Config) -> AnsibleRunner:
 
 @cache
 def _connect(inventory: str, name: str) -> testinfra.host.Host:
-    """A testinfra host; podman hosts directly (testinfra has no Ansible podman mapping)."""
+    """A testinfra host. A Molecule scenario's container is reached by podman under its host's
+    name: Ansible's way in (SSH to an address its group_vars compute) is templated, which
+    testinfra does not do."""
     hostvars = runner(inventory).get_variables(name)
-    if hostvars.get("ansible_connection") in PODMAN_CONNECTIONS:
-        return testinfra.get_host(f"podman://{hostvars.get('ansible_host', name)}")
+    if "molecule_image" in hostvars or hostvars.get("ansible_connection") in PODMAN_CONNECTIONS:
+        return testinfra.get_host(f"podman://{name}")
     return runner(inventory).get_host(name)
 
 
