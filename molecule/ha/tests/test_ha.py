@@ -213,6 +213,19 @@ def put_objects_until(gateways, bucket: str, prefix: str, stop) -> dict[str, byt
     return acknowledged
 
 
+def upload(gateways, bucket: str, key: str, body: bytes) -> str:
+    """Put an object through the first gateway that takes it (a host back from a loss may not
+    serve S3 yet); its ETag."""
+    failures = []
+    for host, client in gateways.items():
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+            return client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        except Exception as error:  # a gateway that is down: the next
+            failures.append(f"{host}: {error}")
+    raise AssertionError(f"no S3 gateway took s3://{bucket}/{key}: {failures}")
+
+
 def unreadable(gateways, bucket: str, objects: dict[str, bytes]) -> list[str]:
     """Acknowledged objects no live gateway returns with their bytes."""
     lost = []
@@ -264,9 +277,7 @@ def lose_host_during_training(victim, *, ha_airflow, gateways, connect, hosts, w
     buffer = io.BytesIO()
     write_csv(buffer, 0.5, seed=7)
     key = f"raw/ha/{tag}.csv"
-    upload_client = next(iter(gateways.values()))
-    upload_client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-    etag = upload_client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    etag = upload(gateways, bucket, key, buffer.getvalue())
     wait_for(
         "the training run to be running",
         lambda: (run := training_run(ha_airflow, key, etag)) is not None and state(run) == "running",
@@ -304,10 +315,12 @@ def lose_host_during_training(victim, *, ha_airflow, gateways, connect, hosts, w
 
 
 @pytest.fixture
-def lose_host(ha_airflow, gateways, connect, hosts, wiring, wait_for):
-    """``lose_host(victim)``: :func:`lose_host_during_training` with this deployment's clients."""
+def lose_host(ha_airflow, gateways, connect, hosts, wiring, wait_for, replication):
+    """``lose_host(victim)``: :func:`lose_host_during_training` with this deployment's clients,
+    once every database member is back from an earlier loss (the steady state before the fault)."""
 
     def lose(victim: str) -> dict:
+        wait_until_whole(replication, hosts, wait_for)
         return lose_host_during_training(
             victim,
             ha_airflow=ha_airflow,
