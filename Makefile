@@ -16,15 +16,16 @@
 #                   figures go into the latest R3E report's elasticity section
 #   make readme     the README's R3E and benchmark figures, written from the run in results/
 #                   (r3e publish reports/<timestamp> puts one there; r3e readme --check compares)
-#   make test       all tests: lint, unit, dags, molecule (each stage prints its duration)
+#   make test       all tests: lint, unit, dags, molecule, molecule-ha (each stage prints its
+#                   duration)
 #   make lint       ansible-lint (production profile), yamllint, ruff, vagrant validate
 #   make unit       the Python package's unit tests
 #   make dags       the DAG files as Airflow loads them (in .venv-airflow): tasks, edges, retries
 #                   and timeouts, no import error or warning
 #   make molecule   the whole stack in containers: converge, idempotence, verify
 #   make molecule-ha  the same for topologies/ha.yml, whose verify loses whole hosts during
-#                   training runs (not in `make test` yet; both use worker-1/worker-2 as
-#                   container names, so do not run the two scenarios at once)
+#                   training runs (both scenarios use worker-1/worker-2 as container names:
+#                   `make test` runs them one after the other, never run them at once)
 #   make validate   check the Vagrantfile for every provider, offline
 #   make venv       the controller's tools (Ansible, Molecule, linters) in .venv
 #   make airflow-venv  the Airflow hosts' venv (their lock and packages) in .venv-airflow
@@ -195,7 +196,7 @@ validate:
 # Each stage prints how long it took; .ci/run calls `make test`.
 STAGE = @start=$$(date +%s); trap 'echo "== stage $@: $$(( $$(date +%s) - start )) s"' EXIT;
 
-test: lint unit dags molecule
+test: lint unit dags molecule molecule-ha
 
 lint: venv
 	$(STAGE) set -e; \
