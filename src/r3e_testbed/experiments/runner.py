@@ -418,6 +418,8 @@ def run_fault(
         )
     ]
     if scenario.steady_state.artifacts_intact:
+        # Opened again: the gateway the experiment began with may be on the host the fault took.
+        models = stack.store(stack.endpoints.models_bucket)
         checks += [artifacts_intact(models), promotions_sound(models, promotions_before)]
     if scenario.steady_state.production_served:
         checks.append(served_throughout(watch.ticks))
@@ -826,6 +828,8 @@ def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) 
         if steady.uploads_delivered_once:
             checks.append(delivery_check(uploads, runs, events))
         if steady.artifacts_intact:
+            # Opened again: the gateway the experiment began with may be on the host the fault took.
+            models = stack.store(stack.endpoints.models_bucket)
             checks += [artifacts_intact(models), promotions_sound(models, promotions_before)]
         if steady.production_served:
             checks.append(served_throughout(sampler.ticks))
