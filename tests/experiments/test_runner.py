@@ -17,6 +17,7 @@ from r3e_testbed.experiments.runner import (
     delivery_check,
     detect_and_recover,
     follow_uploads,
+    host_without_a_leader,
     production_served_before,
     put_object,
     upload_data,
@@ -281,3 +282,32 @@ def test_a_service_that_never_serves_is_said_and_the_experiment_goes_on(tmp_path
         stack.close()
         never.close()
     assert len(said) == 1 and "steady state does not hold before the fault" in said[0], said
+
+
+class LeadersStandIn:
+    """The leaders of three replicated services, and the one move the harness may make."""
+
+    def __init__(self, leaders: dict[str, str], elected: str) -> None:
+        self.where, self.elected = dict(leaders), elected
+
+    def leaders(self) -> dict[str, str]:
+        return dict(self.where)
+
+    def gather_leaders(self) -> str:
+        self.where = dict.fromkeys(self.where, self.elected)
+        return self.elected
+
+
+def test_a_host_without_a_leader_is_taken_as_it_is():
+    replication = LeadersStandIn({"postgresql": "a", "broker": "a", "object_store": "b"}, elected="b")
+    said = []
+    assert host_without_a_leader(["a", "b", "c"], replication, said.append) == "c"
+    assert said == [] and replication.leaders()["postgresql"] == "a", "nothing was moved"
+
+
+def test_where_every_host_leads_the_movable_leaders_go_to_the_elected_ones_host():
+    replication = LeadersStandIn({"postgresql": "a", "broker": "b", "object_store": "c"}, elected="c")
+    said = []
+    host = host_without_a_leader(["a", "b", "c"], replication, said.append)
+    assert host == "a" and host not in replication.leaders().values()
+    assert set(replication.leaders().values()) == {"c"} and len(said) == 1

@@ -889,6 +889,19 @@ def run_upload_fault(stack: Stack, scenario: FaultScenario, progress: Progress) 
 PROBES_WARMUP_S = 5.0
 
 
+def host_without_a_leader(hosts: list[str], replication: Any, progress: Progress) -> str | None:
+    """A host of ``hosts`` that leads nothing. Where each leads something (three leaders on three
+    hosts), PostgreSQL's primary and the Redis master are moved to the SeaweedFS master leader's
+    host first (its leader is elected, not chosen), which frees the others."""
+    leaders = set(replication.leaders().values())
+    host = next((h for h in hosts if h not in leaders), None)
+    if host is None:
+        progress("every host leads something: moving PostgreSQL's primary and the Redis master away")
+        gathered = replication.gather_leaders()
+        host = next((h for h in hosts if h != gathered), None)
+    return host
+
+
 def pick_victims(stack: Stack, scenario: FaultScenario, progress: Progress) -> list[str] | None:
     """The host ``fault.pick`` names, chosen (and, for every_leader, prepared) before the run
     starts; None leaves the choice to the injection (the task's host or the group's first).
@@ -909,8 +922,7 @@ def pick_victims(stack: Stack, scenario: FaultScenario, progress: Progress) -> l
         elif fault.pick == "postgresql_primary":
             host = replication.postgresql_primary()
         else:
-            leaders = set(replication.leaders().values())
-            host = next((h for h in hosts if h not in leaders), None)
+            host = host_without_a_leader(hosts, replication, progress)
     except NotReplicated as error:
         raise StackError(f"{scenario.name}: cannot pick the {fault.pick} host: {error}") from None
     if host not in hosts:
