@@ -195,6 +195,20 @@ class Ledger:
         return log, found
 
 
+def put_through_any(gateways, bucket: str, key: str, body: bytes, failures: list[str] | None = None):
+    """The client of the first gateway that took the object (a dead one, or a host back from a
+    loss not serving S3 yet, is passed over); None when none did. Each refusal goes to ``failures``."""
+    for host, client in gateways.items():
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+        except Exception as error:  # a gateway that is down: the next
+            if failures is not None:
+                failures.append(f"{host}: {error}")
+            continue
+        return client
+    return None
+
+
 def put_objects_until(gateways, bucket: str, prefix: str, stop) -> dict[str, bytes]:
     """Write small objects through whichever gateway answers until ``stop()``; the acknowledged ones."""
     acknowledged: dict[str, bytes] = {}
@@ -202,28 +216,19 @@ def put_objects_until(gateways, bucket: str, prefix: str, stop) -> dict[str, byt
     while not stop():
         number += 1
         key, body = f"{prefix}/{number:05d}", uuid.uuid4().bytes * 64
-        for client in gateways.values():
-            try:
-                client.put_object(Bucket=bucket, Key=key, Body=body)
-            except Exception:  # a dead gateway: try the next
-                continue
+        if put_through_any(gateways, bucket, key, body) is not None:
             acknowledged[key] = body
-            break
         time.sleep(0.2)
     return acknowledged
 
 
 def upload(gateways, bucket: str, key: str, body: bytes) -> str:
-    """Put an object through the first gateway that takes it (a host back from a loss may not
-    serve S3 yet); its ETag."""
-    failures = []
-    for host, client in gateways.items():
-        try:
-            client.put_object(Bucket=bucket, Key=key, Body=body)
-            return client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-        except Exception as error:  # a gateway that is down: the next
-            failures.append(f"{host}: {error}")
-    raise AssertionError(f"no S3 gateway took s3://{bucket}/{key}: {failures}")
+    """Put an object through the first gateway that takes it; its ETag."""
+    failures: list[str] = []
+    client = put_through_any(gateways, bucket, key, body, failures)
+    if client is None:
+        raise AssertionError(f"no S3 gateway took s3://{bucket}/{key}: {failures}")
+    return client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
 
 
 def unreadable(gateways, bucket: str, objects: dict[str, bytes]) -> list[str]:
